@@ -1,0 +1,3 @@
+from w2sjax.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``w2sjax`` command line, one module each."""
