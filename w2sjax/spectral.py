@@ -156,6 +156,12 @@ def student_loss_log_slope(problem: SpectralProblem, log_t: jax.Array) -> jax.Ar
     return 2 * t * jnp.sum(terms, axis=-1)
 
 
+def tie_tolerance(problem: SpectralProblem) -> jax.Array:
+    """64 ε s*: two errors closer than this are equal up to rounding (s* = Σ a*² + R = L(0))."""
+    s_star = jnp.sum(problem.target_coef**2, axis=-1) + problem.residual
+    return 64 * jnp.finfo(problem.eigenvalues.dtype).eps * s_star
+
+
 _BISECTION_STEPS = 80
 _EDGE_EXTENSION = 20.0  # in log t: a minimum at the grid's edge is searched e^20 ≈ 5e8 times further out
 
@@ -164,8 +170,9 @@ def best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | No
     """Optimal stopping time t* = argmin_t L(t) and L(t*), refined past the grid.
 
     The grid minimum brackets t* between its neighbours (extended by e^20 at either edge of the grid);
-    bisection on the sign of dL/d(log t) then locates it to machine precision. If L(∞) is lower than every
-    finite candidate, t* = ∞. The returned loss is never above the grid minimum. Times must be increasing
+    bisection on the sign of dL/d(log t) then locates it to machine precision. t* = ∞ when the error never
+    rises past the grid's last point (a curve that only falls), or when L(∞) is within ``tie_tolerance``
+    (64 ε s*) of the best finite candidate. The returned loss is never above the grid minimum. Times must be increasing
     and positive. Works on an unbatched problem; vmap it for batches.
 
     Returns:
@@ -185,6 +192,7 @@ def best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | No
         rising = student_loss_log_slope(problem, mid) > 0
         return jnp.where(rising, lo, mid), jnp.where(rising, mid, hi)
 
+    hi_start = hi
     lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, step, (lo, hi))
     t_refined = jnp.exp(0.5 * (lo + hi))
     loss_refined = student_loss_from_decay(problem, jnp.exp(-t_refined * problem.eigenvalues))
@@ -192,5 +200,8 @@ def best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | No
     t_best = jnp.where(use_refined, t_refined, times[k])
     loss_best = jnp.where(use_refined, loss_refined, losses[k])
     loss_inf = student_loss_at_infinity(problem)
-    at_infinity = loss_inf < loss_best
-    return jnp.where(at_infinity, jnp.inf, t_best), jnp.where(at_infinity, loss_inf, loss_best)
+    # Still falling (never rising) from the grid's last point to e^20 past it, or no higher at ∞ up to
+    # rounding (a curve flat within rounding has its grid argmin anywhere on the flat tail): t* = ∞.
+    never_rises = (k == last) & (hi == hi_start)
+    at_infinity = never_rises | (loss_inf <= loss_best + tie_tolerance(problem))
+    return jnp.where(at_infinity, jnp.inf, t_best), jnp.where(at_infinity, jnp.minimum(loss_inf, loss_best), loss_best)
