@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +77,11 @@ def sample_weights(key: jax.Array, width: int, dim: int, activation: str, dtype=
     check_positive_int(width, "width")
     check_positive_int(dim, "dim")
     dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    return _sample_weights(key, int(width), int(dim), activation, jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _sample_weights(key, width, dim, activation, dtype):
     z = jax.random.normal(key, (width, dim), dtype)
     if activation == "relu":
         return z / jnp.linalg.norm(z, axis=-1, keepdims=True)

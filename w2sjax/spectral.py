@@ -136,12 +136,14 @@ def student_loss_from_decay(problem: SpectralProblem, decay: jax.Array) -> jax.A
     return jnp.sum((gap - decay * problem.label_coef) ** 2, axis=-1) + problem.residual
 
 
+@jax.jit
 def student_loss(problem: SpectralProblem, times: jax.Array) -> jax.Array:
     """L(t) for every time: times (T,) → (T,) (or (T, ...) for a batched problem)."""
     one_time = lambda t: student_loss_from_decay(problem, jnp.exp(-t * problem.eigenvalues))
     return jax.vmap(one_time)(times)
 
 
+@jax.jit
 def student_loss_at_infinity(problem: SpectralProblem) -> jax.Array:
     """L(∞) = Σ (a − a*)² + R: the error of G⁺b."""
     return jnp.sum((problem.label_coef - problem.target_coef) ** 2, axis=-1) + problem.residual
@@ -166,6 +168,7 @@ _BISECTION_STEPS = 80
 _EDGE_EXTENSION = 20.0  # in log t: a minimum at the grid's edge is searched e^20 ≈ 5e8 times further out
 
 
+@jax.jit
 def best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | None = None):
     """Optimal stopping time t* = argmin_t L(t) and L(t*), refined past the grid.
 
