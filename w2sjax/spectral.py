@@ -59,17 +59,21 @@ def default_rcond(size: int, dtype) -> float:
     return float(size * jnp.finfo(dtype).eps)
 
 
-def _cut(eigenvalues: jax.Array, rcond: float | None) -> jax.Array:
+def cut_eigenvalues(eigenvalues: jax.Array, rcond: float | None) -> jax.Array:
+    """Eigenvalues (..., r) with λ ≤ rcond·λ_max set to 0 (default rcond = r·ε)."""
     if rcond is None:
         rcond = default_rcond(eigenvalues.shape[-1], eigenvalues.dtype)
     top = jnp.max(eigenvalues, axis=-1, keepdims=True)
     return jnp.where(eigenvalues > rcond * top, eigenvalues, 0)
 
 
+_cut = cut_eigenvalues
+
+
 def decompose(gram: jax.Array, rcond: float | None = None) -> Spectrum:
     """Eigendecomposition of a symmetric PSD matrix (M, M), small eigenvalues cut to zero."""
     lam, q = jnp.linalg.eigh(gram)
-    return Spectrum(_cut(lam, rcond), q)
+    return Spectrum(cut_eigenvalues(lam, rcond), q)
 
 
 def decompose_factor(factor: jax.Array, rcond: float | None = None) -> Spectrum:
@@ -77,7 +81,7 @@ def decompose_factor(factor: jax.Array, rcond: float | None = None) -> Spectrum:
     u, s, _ = jnp.linalg.svd(factor, full_matrices=False)
     if rcond is None:
         rcond = default_rcond(factor.shape[0], factor.dtype)
-    return Spectrum(_cut(s * s, rcond), u)
+    return Spectrum(cut_eigenvalues(s * s, rcond), u)
 
 
 def inverse_sqrt(eigenvalues: jax.Array) -> jax.Array:
@@ -158,14 +162,50 @@ def student_loss_log_slope(problem: SpectralProblem, log_t: jax.Array) -> jax.Ar
     return 2 * t * jnp.sum(terms, axis=-1)
 
 
-def tie_tolerance(problem: SpectralProblem) -> jax.Array:
+_BISECTION_STEPS = 80
+_EDGE_EXTENSION = 20.0  # in log t: a minimum at the grid's edge is searched e^20 ≈ 5e8 times further out
+
+
+def refine_log_minimum(loss_at_log, slope_at_log, log_grid: jax.Array, losses: jax.Array):
+    """Minimise a scalar loss of a log-parameter u past its grid.
+
+    The grid minimum brackets the optimum between its neighbours (extended by e^20 at an edge of the grid);
+    bisection on the sign of the slope d loss/du locates it to machine precision. The result is never above
+    the grid minimum.
+
+    Args:
+      loss_at_log(u), slope_at_log(u): the loss and its derivative at log-parameter u.
+      log_grid: (T,) increasing log-parameters; losses: (T,) the loss on them.
+
+    Returns:
+      (parameter, loss, falls_past_top, rises_past_bottom): the refined minimum (parameter = exp(u)), and
+      whether the loss still falls e^20 past the grid's top or still rises e^20 below its bottom (the
+      bisection never moved that end of the bracket).
+    """
+    k = jnp.argmin(losses)
+    last = log_grid.shape[0] - 1
+    lo_start = jnp.where(k > 0, log_grid[jnp.maximum(k - 1, 0)], log_grid[0] - _EDGE_EXTENSION)
+    hi_start = jnp.where(k < last, log_grid[jnp.minimum(k + 1, last)], log_grid[last] + _EDGE_EXTENSION)
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        rising = slope_at_log(mid) > 0
+        return jnp.where(rising, lo, mid), jnp.where(rising, mid, hi)
+
+    lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, step, (lo_start, hi_start))
+    mid = 0.5 * (lo + hi)
+    loss_refined = loss_at_log(mid)
+    better = loss_refined <= losses[k]
+    param = jnp.where(better, jnp.exp(mid), jnp.exp(log_grid[k]))
+    loss = jnp.where(better, loss_refined, losses[k])
+    return param, loss, (k == last) & (hi == hi_start), (k == 0) & (lo == lo_start)
+
+
+def tie_tolerance(problem) -> jax.Array:
     """64 ε s*: two errors closer than this are equal up to rounding (s* = Σ a*² + R = L(0))."""
     s_star = jnp.sum(problem.target_coef**2, axis=-1) + problem.residual
     return 64 * jnp.finfo(problem.eigenvalues.dtype).eps * s_star
-
-
-_BISECTION_STEPS = 80
-_EDGE_EXTENSION = 20.0  # in log t: a minimum at the grid's edge is searched e^20 ≈ 5e8 times further out
 
 
 @jax.jit
@@ -183,28 +223,11 @@ def best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | No
     """
     if losses is None:
         losses = student_loss(problem, times)
-    log_grid = jnp.log(times)
-    k = jnp.argmin(losses)
-    last = times.shape[0] - 1
-    lo = jnp.where(k > 0, log_grid[jnp.maximum(k - 1, 0)], log_grid[0] - _EDGE_EXTENSION)
-    hi = jnp.where(k < last, log_grid[jnp.minimum(k + 1, last)], log_grid[last] + _EDGE_EXTENSION)
-
-    def step(_, bracket):
-        lo, hi = bracket
-        mid = 0.5 * (lo + hi)
-        rising = student_loss_log_slope(problem, mid) > 0
-        return jnp.where(rising, lo, mid), jnp.where(rising, mid, hi)
-
-    hi_start = hi
-    lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, step, (lo, hi))
-    t_refined = jnp.exp(0.5 * (lo + hi))
-    loss_refined = student_loss_from_decay(problem, jnp.exp(-t_refined * problem.eigenvalues))
-    use_refined = loss_refined <= losses[k]
-    t_best = jnp.where(use_refined, t_refined, times[k])
-    loss_best = jnp.where(use_refined, loss_refined, losses[k])
+    loss_at = lambda u: student_loss_from_decay(problem, jnp.exp(-jnp.exp(u) * problem.eigenvalues))
+    slope_at = lambda u: student_loss_log_slope(problem, u)
+    t_best, loss_best, never_rises, _ = refine_log_minimum(loss_at, slope_at, jnp.log(times), losses)
     loss_inf = student_loss_at_infinity(problem)
-    # Still falling (never rising) from the grid's last point to e^20 past it, or no higher at ∞ up to
-    # rounding (a curve flat within rounding has its grid argmin anywhere on the flat tail): t* = ∞.
-    never_rises = (k == last) & (hi == hi_start)
+    # Still falling from the grid's last point to e^20 past it, or no higher at ∞ up to rounding (a curve
+    # flat within rounding has its grid argmin anywhere on the flat tail): t* = ∞.
     at_infinity = never_rises | (loss_inf <= loss_best + tie_tolerance(problem))
     return jnp.where(at_infinity, jnp.inf, t_best), jnp.where(at_infinity, jnp.minimum(loss_inf, loss_best), loss_best)
