@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 
 def _umask() -> int:
@@ -36,5 +39,32 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_safe(value):
+    """Floats made strict-JSON-safe, recursively: ∞ → "inf", −∞ → "-inf", NaN → null; numpy scalars → Python."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def from_json_float(value) -> float:
+    """Inverse of ``json_safe`` for one number."""
+    if value is None:
+        return math.nan
+    return float(value)
+
+
 def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    """``obj`` as indented strict JSON (non-finite floats through ``json_safe``), written atomically."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")

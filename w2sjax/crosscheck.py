@@ -333,17 +333,6 @@ def run_crosscheck(config: CrosscheckConfig = CrosscheckConfig()) -> dict:
     }
 
 
-def json_ready(value):
-    """``value`` with every non-finite float written as "inf", "-inf" or "nan" (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
 def format_report(report: dict) -> str:
     """The checks as a fixed-width table, with the problem on top."""
     p = report["problem"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._io import atomic_write_json, atomic_write_text
+from w2sjax._io import atomic_write_json, atomic_write_text, from_json_float, json_safe
 from w2sjax.environment import environment
 from w2sjax.features import ACTIVATIONS
 from w2sjax.inputs import INPUT_KINDS, gaussian_inputs, hermite_target, linear_target, sphere_inputs, sum_target
@@ -482,28 +482,6 @@ def compute_unit(config: ExperimentConfig, unit: RunUnit) -> dict:
         "timings": dict(sweep.timings),
         "seconds": time.perf_counter() - clock,
     }
-
-
-def json_safe(value):
-    """Floats made JSON-safe: ∞ → "inf", −∞ → "-inf", NaN → null (recursively)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    return value
-
-
-def from_json_float(value) -> float:
-    """Inverse of ``json_safe`` for one number."""
-    if value is None:
-        return math.nan
-    return float(value)
 
 
 def _load_unit(path: Path, unit: RunUnit) -> dict | None:

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2sjax._io import json_safe
 from w2sjax._checks import check_choice, check_finite, check_positive_int, check_shape
 from w2sjax.features import RandomFeatures, feature_gram
 from w2sjax.inputs import InputDistribution, _pytree, sample_inputs
@@ -512,14 +513,8 @@ class FiniteW2SResult:
                 out[f.name] = value
                 continue
             value = np.asarray(value)
-            out[f.name] = [json_float(v) for v in value.tolist()] if value.ndim else json_float(float(value))
+            out[f.name] = [json_safe(v) for v in value.tolist()] if value.ndim else json_safe(float(value))
         return out
-
-
-def json_float(x: float):
-    """A float for strict JSON: inf and nan as strings."""
-    x = float(x)
-    return x if np.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
 
 
 @jax.jit

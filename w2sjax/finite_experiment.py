@@ -28,6 +28,7 @@ from w2sjax._checks import check_choice, check_positive_int
 from w2sjax._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from w2sjax.environment import environment
 from w2sjax.features import ACTIVATIONS, RandomFeatures
+from w2sjax._io import json_safe
 from w2sjax.finite import (
     ROUTES,
     ExactMoments,
@@ -37,7 +38,6 @@ from w2sjax.finite import (
     choose_route,
     draw_samples,
     fit_teacher_on_samples,
-    json_float,
     sample_problem,
 )
 from w2sjax.inputs import gaussian_inputs
@@ -167,11 +167,11 @@ def study_record(result: StudyResult, config: dict) -> dict:
     per_width = []
     for i, m in enumerate(result.student_widths):
         entry = {"student_width": int(m), "route": result.routes[i]}
-        entry.update({k: [json_float(v) for v in result.figures[k][i]] for k in FIGURES})
-        entry["ratio_at_infinity"] = [json_float(v) for v in result.figures["student_loss_at_infinity"][i] / tl]
-        entry["best_ratio_mean"] = json_float(np.mean(result.figures["ratio"][i]))
+        entry.update({k: [json_safe(v) for v in result.figures[k][i]] for k in FIGURES})
+        entry["ratio_at_infinity"] = [json_safe(v) for v in result.figures["student_loss_at_infinity"][i] / tl]
+        entry["best_ratio_mean"] = json_safe(np.mean(result.figures["ratio"][i]))
         if result.ridge_loss is not None:
-            entry["ridge"] = {k: [json_float(v) for v in result.ridge_figures[k][i]] for k in RIDGE_FIGURES}
+            entry["ridge"] = {k: [json_safe(v) for v in result.ridge_figures[k][i]] for k in RIDGE_FIGURES}
         per_width.append(entry)
     record = {
         "config": {**config, "n": int(result.n), "student_widths": [int(m) for m in result.student_widths],
@@ -179,13 +179,13 @@ def study_record(result: StudyResult, config: dict) -> dict:
         "teacher_loss": [float(v) for v in tl],
         "per_width": per_width,
         "ratio_curves": {
-            str(m): [[json_float(v) for v in result.student_loss[i, j] / tl[j]] for j in range(len(result.seeds))]
+            str(m): [[json_safe(v) for v in result.student_loss[i, j] / tl[j]] for j in range(len(result.seeds))]
             for i, m in enumerate(result.student_widths)
         },
     }
     if result.ridge_loss is not None:
         record["ridge_ratio_curves"] = {
-            str(m): [[json_float(v) for v in result.ridge_loss[i, j] / tl[j]] for j in range(len(result.seeds))]
+            str(m): [[json_safe(v) for v in result.ridge_loss[i, j] / tl[j]] for j in range(len(result.seeds))]
             for i, m in enumerate(result.student_widths)
         }
     record["seconds"] = result.seconds

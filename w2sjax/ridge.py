@@ -20,13 +20,13 @@ import numpy as np
 
 from w2sjax._checks import check_finite, check_times
 from w2sjax.features import RandomFeatures, check_features_inputs
+from w2sjax._io import json_safe
 from w2sjax.finite import (
     ExactMoments,
     FiniteProblem,
     finite_loss_at_infinity,
     finite_loss_from_gain,
     finite_loss_slope,
-    json_float,
     population_student_problem,
     population_teacher,
 )
@@ -147,7 +147,7 @@ class RidgeResult:
         out = {}
         for f in dataclasses.fields(self):
             value = np.asarray(getattr(self, f.name))
-            out[f.name] = [json_float(v) for v in value.tolist()] if value.ndim else json_float(float(value))
+            out[f.name] = [json_safe(v) for v in value.tolist()] if value.ndim else json_safe(float(value))
         return out
 
 

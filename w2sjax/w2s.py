@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2sjax._checks import check_finite, check_times
+from w2sjax._io import json_safe
 from w2sjax.features import (
     RandomFeatures,
     activation_cross_moment,
@@ -97,14 +98,10 @@ class W2SResult:
             if f.name == "problem":
                 continue
             value = np.asarray(getattr(self, f.name))
-            out[f.name] = value.tolist() if value.ndim else _json_float(float(value))
+            out[f.name] = value.tolist() if value.ndim else json_safe(float(value))
         out["times"] = [float(t) for t in np.asarray(self.times)]
         out["student_loss"] = [float(v) for v in np.asarray(self.student_loss)]
         return out
-
-
-def _json_float(x: float):
-    return x if np.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
 
 
 # --------------------------------------------------------------------------------------------------

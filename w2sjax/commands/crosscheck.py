@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from w2sjax.crosscheck import CrosscheckConfig, format_report, json_ready, run_crosscheck
+    from w2sjax.crosscheck import CrosscheckConfig, format_report, run_crosscheck
 
     config = CrosscheckConfig(
         dim=args.dim,
@@ -49,6 +49,6 @@ def run(args) -> int:
     if args.out is not None:
         report["environment"] = environment()
         path = Path(args.out) / "crosscheck.json"
-        atomic_write_json(path, json_ready(report))
+        atomic_write_json(path, report)
         print(f"wrote {path}")
     return 0 if report["passed"] else 1
