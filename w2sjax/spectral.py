@@ -67,9 +67,6 @@ def cut_eigenvalues(eigenvalues: jax.Array, rcond: float | None) -> jax.Array:
     return jnp.where(eigenvalues > rcond * top, eigenvalues, 0)
 
 
-_cut = cut_eigenvalues
-
-
 def decompose(gram: jax.Array, rcond: float | None = None) -> Spectrum:
     """Eigendecomposition of a symmetric PSD matrix (M, M), small eigenvalues cut to zero."""
     lam, q = jnp.linalg.eigh(gram)
