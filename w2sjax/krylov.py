@@ -122,7 +122,7 @@ class KrylovInfo:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
-        out["history"] = [list(map(_json_number, h)) for h in self.history]
+        out["history"] = [list(map(json_safe, h)) for h in self.history]
         for key in ("error_estimate", "time_change", "infinity_change"):
             out[key] = json_safe(out[key])
         return out
