@@ -25,7 +25,7 @@ import numpy as np
 from w2sjax._checks import check_choice, check_positive_int
 from w2sjax.features import ACTIVATIONS, RandomFeatures, check_features_inputs, sample_weights
 from w2sjax.inputs import InputDistribution, Target, check_target_inputs
-from w2sjax.spectral import Spectrum, decompose, decompose_factor
+from w2sjax.spectral import SpectralProblem, Spectrum, decompose, decompose_factor, inverse_sqrt, student_loss
 from w2sjax.w2s import (
     TeacherFit,
     check_increasing_times,
@@ -35,7 +35,6 @@ from w2sjax.w2s import (
     summarize,
     teacher_label_moment,
     uses_factor,
-    w2s_problem,
 )
 
 STUDENT_STREAM, TEACHER_STREAM = 0, 1
@@ -111,14 +110,21 @@ def score_teachers(
     inputs: InputDistribution,
     times: jax.Array,
 ):
-    """Every teacher of a padded batch against one decomposed student: one compiled call."""
+    """Every teacher of a padded batch against one decomposed student: one compiled call.
+
+    The curves of all teachers share one e^{−tλ} per time: the batched problem keeps λ unbatched (r,)
+    and the label coefficients batched (n, r)."""
     target_coef, residual = student_target_coef(spectrum, student, target, inputs)
+    labels = jax.vmap(lambda t, fit: teacher_label_moment(student, t, fit.weights, inputs))(teachers, fits)
+    label_coef = (labels @ spectrum.eigenvectors) * inverse_sqrt(spectrum.eigenvalues)
+    batch = SpectralProblem(spectrum.eigenvalues, label_coef, target_coef, residual)
+    losses = student_loss(batch, times).T  # (n, T)
 
-    def one(teacher, fit):
-        labels = teacher_label_moment(student, teacher, fit.weights, inputs)
-        return summarize(w2s_problem(spectrum, labels, target_coef, residual), times, fit.loss)
+    def one(coef, curve, teacher_loss):
+        problem = SpectralProblem(spectrum.eigenvalues, coef, target_coef, residual)
+        return summarize(problem, times, teacher_loss, curve)
 
-    return jax.vmap(one)(teachers, fits)
+    return jax.vmap(one)(label_coef, losses, fits.loss)
 
 
 _student_matrix = jax.jit(student_matrix)

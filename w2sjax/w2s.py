@@ -161,9 +161,13 @@ def student_target_coef(spectrum: Spectrum, student: RandomFeatures, target: Tar
     return target_coef, residual
 
 
-def summarize(problem: SpectralProblem, times: jax.Array, teacher_loss: jax.Array) -> W2SResult:
-    """Every figure of merit of one SpectralProblem at the given (increasing, positive) times."""
-    losses = student_loss(problem, times)
+def summarize(
+    problem: SpectralProblem, times: jax.Array, teacher_loss: jax.Array, losses: jax.Array | None = None
+) -> W2SResult:
+    """Every figure of merit of one SpectralProblem at the given (increasing, positive) times
+    (``losses``: L(t) on ``times`` when already computed)."""
+    if losses is None:
+        losses = student_loss(problem, times)
     t_best, loss_best = best_time(problem, times, losses)
     ceiling = problem.residual
     return W2SResult(
