@@ -412,3 +412,22 @@ def test_bad_inputs_raise_value_errors(setup):
         with pytest.raises(ValueError):
             call()
             pytest.fail(f"bad call {i} did not raise")
+
+
+def test_figure_relu_samples_is_wired_to_the_preset(capsys, monkeypatch, tmp_path):
+    """``w2sjax figure relu-samples`` runs ``relu_samples_experiment`` with the quick flag, seeds and folder."""
+    import w2sjax.finite_experiment as fe
+    from w2sjax.cli import main
+
+    assert main(["figure", "relu-samples", "--precision", "float32"]) == 2
+    assert "float64 only" in capsys.readouterr().err
+    calls = []
+
+    def fake(quick, seeds, out):
+        calls.append((quick, seeds, out))
+        return {"teacher_loss": [0.5], "per_width": [{"student_width": 8, "best_ratio_mean": 0.25}], "files": []}
+
+    monkeypatch.setattr(fe, "relu_samples_experiment", fake)
+    assert main(["figure", "relu-samples", "--quick", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    assert calls == [(True, (0, 1), str(tmp_path))]
+    assert "M_ST =     8: mean L_ST*/L_TE = 0.25" in capsys.readouterr().out
