@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import w2sjax as w
-from w2sjax import spectral
 from w2sjax.w2s import fit_teacher, student_spectrum, student_target_coef, teacher_label_moment, w2s_problem
 
 D = 6

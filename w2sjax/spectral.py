@@ -125,12 +125,6 @@ def flow_weights(spectrum: Spectrum, label_moment: jax.Array, t: jax.Array) -> j
     return q @ (gain * (q.T @ label_moment))
 
 
-def flow_decay(eigenvalues: jax.Array, times: jax.Array) -> jax.Array:
-    """e^{−tλ} for times (T,) and eigenvalues (..., r) → (T, ..., r)."""
-    t = jnp.reshape(times, times.shape + (1,) * eigenvalues.ndim)
-    return jnp.exp(-t * eigenvalues)
-
-
 def student_loss_from_decay(problem: SpectralProblem, decay: jax.Array) -> jax.Array:
     """L = Σ_i (a_i − a*_i − decay_i a_i)² + R for decay of shape (..., r) (broadcast against the problem)."""
     gap = problem.label_coef - problem.target_coef

@@ -20,8 +20,6 @@ from w2sjax._checks import check_finite, check_times
 from w2sjax._io import json_safe
 from w2sjax.features import (
     RandomFeatures,
-    activation_cross_moment,
-    activation_target_moment,
     check_features_inputs,
     feature_factor,
     feature_gram,
