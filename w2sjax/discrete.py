@@ -28,10 +28,10 @@ import numpy as np
 import optax
 
 from w2sjax._checks import check_finite, check_positive_int
-from w2sjax.features import RandomFeatures, check_features_inputs, feature_gram, feature_target_moment
+from w2sjax.features import RandomFeatures, check_features_inputs, feature_factor, feature_gram, feature_target_moment
 from w2sjax.inputs import InputDistribution, Target, _pytree, check_target_inputs, sample_inputs, target_values
-from w2sjax.spectral import SpectralProblem, Spectrum, inverse_sqrt, student_loss_from_decay
-from w2sjax.w2s import fit_teacher, student_spectrum, student_target_coef, teacher_label_moment
+from w2sjax.spectral import SpectralProblem, Spectrum, decompose, decompose_factor, inverse_sqrt, student_loss_from_decay
+from w2sjax.w2s import fit_teacher, student_target_coef, teacher_label_moment, uses_factor
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,9 +126,13 @@ def _teacher_objective(teacher, target, inputs, rcond=None):
 
 
 def _objective(features, label_moment, target, inputs, rcond) -> PopulationObjective:
-    spectrum = student_spectrum(features, inputs, rcond)
+    gram = feature_gram(features, features, inputs)  # built once: the training steps and eigh share it
+    if uses_factor(features):
+        spectrum = decompose_factor(feature_factor(features, inputs), rcond)
+    else:
+        spectrum = decompose(gram, rcond)
     target_coef, residual = student_target_coef(spectrum, features, target, inputs)
-    return PopulationObjective(feature_gram(features, features, inputs), label_moment, spectrum, target_coef, residual)
+    return PopulationObjective(gram, label_moment, spectrum, target_coef, residual)
 
 
 def _check_models(inputs, target, *models) -> None:
