@@ -1,46 +1,51 @@
 """w2sjax: exact weak-to-strong generalization in random-feature networks, on JAX.
 
-Importing w2sjax turns on JAX's 64-bit mode (``jax_enable_x64``): results are float64 unless an input
-distribution is built with ``dtype=jnp.float32``.
+Importing w2sjax turns on JAX's 64-bit mode (``jax_enable_x64``): results are float64 unless an input law is
+built with ``dtype=jnp.float32``.
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from w2sjax.curves import (  # noqa: E402
+    W2SResult,
+    best_strength,
+    best_time,
+    gd_loss,
+    loss_at_infinity,
+    ridge_loss,
+    student_loss,
+    summarize,
+)
+from w2sjax.engine import plan_route, solve_objective  # noqa: E402
 from w2sjax.features import (  # noqa: E402
     ACTIVATIONS,
     RandomFeatures,
     feature_gram,
     feature_target_moment,
+    model_function,
     random_features,
     sample_weights,
 )
-from w2sjax.inputs import (  # noqa: E402
+from w2sjax.inputs import InputDistribution, gaussian_inputs, make_inputs, sphere_inputs  # noqa: E402
+from w2sjax.objectives import Law, Objective, Samples  # noqa: E402
+from w2sjax.spectral import Decomposition, SpectralProblem  # noqa: E402
+from w2sjax.targets import (  # noqa: E402
     HermiteTarget,
-    InputDistribution,
     LinearTarget,
+    NetworkTarget,
     SumTarget,
-    gaussian_inputs,
     hermite_target,
     linear_target,
-    make_inputs,
-    sphere_inputs,
+    network_target,
+    random_relu_network_target,
+    relu_network_target,
     sum_target,
+    target_mean,
     target_second_moment,
     target_values,
 )
-from w2sjax.spectral import (  # noqa: E402
-    SpectralProblem,
-    Spectrum,
-    best_time,
-    decompose,
-    flow_weights,
-    student_loss,
-    student_loss_at_infinity,
-    student_loss_from_decay,
-)
-from w2sjax.sweep import SweepResult, run_sweep  # noqa: E402
-from w2sjax.w2s import TeacherFit, W2SResult, fit_teacher, weak_to_strong  # noqa: E402
+from w2sjax.w2s import TeacherFit, fit_teachers, weak_to_strong, weights_at  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -27,16 +27,19 @@ def check_shape(array, shape: tuple, name: str) -> None:
         raise ValueError(f"{name} must have shape {want}; got {arr_shape}")
 
 
-def check_times(times) -> np.ndarray:
-    """A 1-D array of finite, non-negative times."""
-    t = np.asarray(times, dtype=np.float64)
+def check_times(times, name: str = "times") -> np.ndarray:
+    """A 1-D array of finite, non-negative real times."""
+    raw = np.asarray(times)
+    if np.iscomplexobj(raw) or raw.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be real numbers; got dtype {raw.dtype}")
+    t = raw.astype(np.float64)
     if t.ndim == 0:
         t = t[None]
     if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"times must be a non-empty 1-D array; got shape {np.shape(times)}")
-    check_finite(t, "times")
+        raise ValueError(f"{name} must be a non-empty 1-D array; got shape {np.shape(times)}")
+    check_finite(t, name)
     if np.any(t < 0):
-        raise ValueError(f"times must be >= 0 (gradient-flow time); got min {t.min():.3g}")
+        raise ValueError(f"{name} must be >= 0 (gradient-flow time); got min {t.min():.3g}")
     return t
 
 

@@ -1,15 +1,19 @@
-"""The weak-to-strong pipeline: teacher fitted on the population, student trained on the teacher's labels.
+"""The weak-to-strong pipeline: teachers fitted, students trained on their labels, scored against f*.
 
-Teacher (features φ_T):  w_T = G_T⁺ c_T,  L_TE = s* − c_Tᵀ G_T⁺ c_T,  c_T = E[φ_T f*].
-Student (features φ_S):  gradient flow from 0 on ½E[(f_w − f_T)²], labels moment b = G_ST w_T,
-                         G_ST = E[φ_S φ_Tᵀ];  L_ST(t) in closed form from one decomposition of G_S.
-Figures of merit: L_ST(t), L_ST(∞), t* and L_ST* = L_ST(t*), L_ST*/L_TE, the ceiling L_ceil = R_S (the student
-on true labels at convergence), PGR = (L_TE − L_ST*)/(L_TE − L_ceil).
+Teacher (features φ_T): gradient flow on f* to ``teacher_time`` (∞: least squares, w_T = G_T⁺c_T,
+                        L_TE = s* − c_TᵀG_T⁺c_T), on the law or on samples.
+Student (features φ_S): gradient flow on the teacher's function f_T, on the law or on the same samples;
+                        L_ST(t) from one decomposition of G_train, for every teacher at once.
+Ceiling L_ceil: the student on the true labels — an extra label set of the same decomposition (population:
+                trained to convergence, = R_S; samples: at its own best time).
+
+``weak_to_strong`` is the one entry point; sweeps, studies and every command use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import partial
 
 import jax
@@ -17,224 +21,383 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2sjax._checks import check_finite, check_times
-from w2sjax._io import json_safe
-from w2sjax.features import (
-    RandomFeatures,
-    check_features_inputs,
-    feature_factor,
-    feature_gram,
-    feature_target_moment,
-)
-from w2sjax.inputs import (
-    InputDistribution,
-    Target,
-    _pytree,
-    check_target_inputs,
-    target_second_moment,
-)
-from w2sjax.spectral import (
-    SpectralProblem,
-    Spectrum,
-    best_time,
-    decompose,
-    decompose_factor,
-    inverse_sqrt,
-    least_squares_weights,
-    residual_loss,
-    student_loss,
-    student_loss_at_infinity,
-)
+from w2sjax.curves import W2SResult, flow_response, gain_ratio, loss_at_infinity, loss_from_response
+from w2sjax.engine import solve_objective
+from w2sjax.features import RandomFeatures, check_features, model_function
+from w2sjax.inputs import components, input_dim
+from w2sjax.objectives import Law, Objective, Samples, batch_targets, check_objective
+from w2sjax.routes.dense import eigh_decomposition
+from w2sjax.spectral import Decomposition, inverse_sqrt
+from w2sjax.targets import Target, check_target_inputs, target_values
 
 
-@_pytree
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TeacherFit:
-    """A teacher trained on the population to convergence.
+    """Teachers trained on f*.
 
     Attributes:
-      weights: (M_TE,) top-layer weights w_T = G_T⁺ c_T.
-      loss: L_TE = s* − c_Tᵀ G_T⁺ c_T.
+      weights: (n, M_TE) top-layer weights (zero on padded rows).
+      loss: (n,) L_TE, the population error (or the error on the evaluation law).
     """
 
     weights: jax.Array
     loss: jax.Array
 
 
-@_pytree
+def as_batch(features) -> RandomFeatures:
+    """A RandomFeatures with weights (n, M, d) from one model (M, d), a batch, or a sequence of models of any
+    widths (zero-padded: a zero row is a feature that is identically zero)."""
+    if isinstance(features, RandomFeatures):
+        if features.weights.ndim == 2:
+            return RandomFeatures(features.weights[None], jnp.reshape(features.width, (1,)), features.activation)
+        if features.weights.ndim == 3:
+            return features
+        raise ValueError(f"feature weights must have shape (M, d) or (n, M, d); got {features.weights.shape}")
+    models = list(features)
+    if not models or not all(isinstance(t, RandomFeatures) and t.weights.ndim == 2 for t in models):
+        raise ValueError("teachers must be RandomFeatures, or a non-empty sequence of single RandomFeatures")
+    acts = {t.activation for t in models}
+    if len(acts) != 1:
+        raise ValueError(f"all teachers must share one activation; got {sorted(acts)}")
+    m = max(t.rows for t in models)
+    weights = jnp.stack([jnp.pad(t.weights, ((0, m - t.rows), (0, 0))) for t in models])
+    widths = jnp.stack([jnp.asarray(t.width, weights.dtype) for t in models])
+    return RandomFeatures(weights, widths, acts.pop())
+
+
+def one_label(target: Target) -> Target:
+    """A target as a batch of one label function."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], target)
+
+
+def weights_at(decomposition: Decomposition, time) -> jax.Array:
+    """w(t) = basis (ρ(λ, t) ∘ a/√λ) for every label set, (..., M); t = ∞ gives G⁺b."""
+    problem = decomposition.problem
+    lam = problem.eigenvalues
+    rho = jnp.where(jnp.isinf(time), (lam > 0).astype(lam.dtype), flow_response(lam, jnp.where(jnp.isinf(time), 1.0, time)))
+    return (rho * problem.label_coef * inverse_sqrt(lam)) @ decomposition.basis.T
+
+
+@partial(jax.jit, static_argnames=("rcond",))
+def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=None, time=math.inf, rcond=None) -> TeacherFit:
+    """Teachers (a padded batch) trained by gradient flow on f* to ``time`` (∞: least squares), each by the
+    dense route (teachers are small): weights and errors."""
+
+    def one(weights, width):
+        model = RandomFeatures(weights, width, teachers.activation)
+        objective = Objective(model, (one_label(target),), target, train, evaluation)
+        decomposition = eigh_decomposition(objective, rcond)
+        problem = decomposition.problem
+        lam = problem.eigenvalues
+        rho = jnp.where(jnp.isinf(time), (lam > 0).astype(lam.dtype), flow_response(lam, jnp.where(jnp.isinf(time), 1.0, time)))
+        loss = loss_from_response(problem, rho)[0]
+        return weights_at(decomposition, time)[0], loss
+
+    w, loss = jax.vmap(one)(teachers.weights, teachers.width)
+    return TeacherFit(w, loss)
+
+
+def teacher_functions(teachers: RandomFeatures, fit: TeacherFit) -> Target:
+    """The teachers' functions f_T = Σ_j (w_j/√M_TE) σ(v_jᵀx) as a batch of network targets."""
+    return jax.vmap(lambda w, width, a: model_function(RandomFeatures(w, width, teachers.activation), a))(
+        teachers.weights, teachers.width, fit.weights
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation and scale normalisation (concrete inputs only: under jit/vmap/grad they are skipped)
+# --------------------------------------------------------------------------------------------------
+
+TRAINING_DATA = ("samples", "population")
+SAMPLE_STREAM = 2  # samples of seed s come from fold_in(key(s), 2); weights use streams 0 and 1
+
+
+def is_traced(*trees) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
+def check_increasing_times(times, name: str = "times") -> np.ndarray:
+    """A non-empty 1-D array of finite, positive, strictly increasing times."""
+    t = check_times(times, name)
+    if np.any(t <= 0):
+        raise ValueError(f"{name} must be > 0 (the loss at t = 0 is s*; drop t = 0 from the grid)")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError(f"{name} must be strictly increasing (e.g. np.logspace(-1, 6, 400))")
+    return t
+
+
+def _power_of_two(value: float) -> float:
+    """2^round(log2 value): scaling by it is exact in floating point."""
+    return float(2.0 ** round(math.log2(value))) if value > 0 and math.isfinite(value) else 1.0
+
+
+def draw_samples(inputs, n: int, seed: int) -> jax.Array:
+    """n samples (n, d) of seed ``seed``, from the key fold_in(key(seed), 2)."""
+    from w2sjax._checks import check_positive_int
+    from w2sjax.inputs import sample_inputs
+
+    check_positive_int(n, "n (number of samples)")
+    law = components(inputs)[0][1] if len(components(inputs)) == 1 else inputs
+    return _draw(law, jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM), int(n))
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _draw(law, key, n):
+    from w2sjax.inputs import sample_inputs
+
+    return sample_inputs(law, key, n)
+
+
 @dataclasses.dataclass(frozen=True)
-class W2SResult:
-    """Weak-to-strong figures of merit for one (student, teacher) pair; the curve is batched over times.
+class Scales:
+    """Exact (power-of-two) rescalings that bring a problem to unit scale: weights, inputs and the target.
 
-    Attributes:
-      times: (T,) stopping times.
-      student_loss: (T,) L_ST(t).
-      teacher_loss: L_TE.
-      best_time: t* (∞ when the error only decreases).
-      best_student_loss: L_ST* = L_ST(t*).
-      student_loss_at_infinity: L_ST(∞).
-      ceiling_loss: L_ceil = R_S.
-      ratio: L_ST*/L_TE.
-      pgr: (L_TE − L_ST*)/(L_TE − L_ceil).
-      problem: the SpectralProblem, to evaluate L_ST at any other time (``spectral.student_loss``).
-    """
+    With student weights U = s_U Ũ, inputs x = √s_x x̃ and f* = s_f f̃*: L = s_f² L̃ and t = t̃ / (s_U² s_x)
+    (φ is positively homogeneous of degree 1, so G scales by s_U² s_x; a teacher's fit is invariant to its own
+    weight scale)."""
 
-    times: jax.Array
-    student_loss: jax.Array
-    teacher_loss: jax.Array
-    best_time: jax.Array
-    best_student_loss: jax.Array
-    student_loss_at_infinity: jax.Array
-    ceiling_loss: jax.Array
-    ratio: jax.Array
-    pgr: jax.Array
-    problem: SpectralProblem
+    student: float = 1.0
+    inputs: float = 1.0
+    target: float = 1.0
 
-    def to_dict(self) -> dict:
-        """Plain Python numbers and lists (JSON-ready); leaves out ``problem``."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.name == "problem":
-                continue
-            value = np.asarray(getattr(self, f.name))
-            out[f.name] = value.tolist() if value.ndim else json_safe(float(value))
-        out["times"] = [float(t) for t in np.asarray(self.times)]
-        out["student_loss"] = [float(v) for v in np.asarray(self.student_loss)]
-        return out
+    @property
+    def time(self) -> float:
+        return self.student**2 * self.inputs
+
+    @property
+    def loss(self) -> float:
+        return self.target**2
 
 
-# --------------------------------------------------------------------------------------------------
-# Pure pieces (jit-able, vmappable)
-# --------------------------------------------------------------------------------------------------
+def _scale_directions(target: Target, factor: float) -> Target:
+    """f(x) → f(factor · x): every unit direction times ``factor``."""
+    from w2sjax.targets import HermiteTarget, LinearTarget, NetworkTarget, SumTarget, target_terms
+
+    out = []
+    for term in target_terms(target):
+        if isinstance(term, LinearTarget):
+            out.append(LinearTarget(term.beta * factor))
+        elif isinstance(term, HermiteTarget):
+            out.append(HermiteTarget(term.beta * factor, term.scale, term.degree))
+        else:
+            out.append(NetworkTarget(term.inner * factor, term.outer, term.activation))
+    return SumTarget(tuple(out)) if isinstance(target, SumTarget) else out[0]
 
 
-def fit_teacher(teacher: RandomFeatures, target: Target, inputs: InputDistribution, rcond=None) -> TeacherFit:
-    """Population least squares for the teacher: w_T = G_T⁺ c_T, L_TE = s* − c_Tᵀ G_T⁺ c_T."""
-    spectrum = decompose(feature_gram(teacher, teacher, inputs), rcond)
-    c_t = feature_target_moment(teacher, target, inputs)
-    s_star = target_second_moment(target, inputs)
-    return TeacherFit(least_squares_weights(spectrum, c_t), residual_loss(spectrum, c_t, s_star))
+def _target_magnitude(target: Target) -> float:
+    """max over units of |coefficient| · ‖direction‖ (Hermite: |scale|), in float64 on the host."""
+    from w2sjax.targets import target_units
+
+    largest = 0.0
+    for kind, _, directions, coef in target_units(target):
+        coef = np.abs(np.asarray(coef, np.float64))
+        if kind == "hermite":
+            largest = max(largest, float(np.max(coef)))
+        else:
+            norms = np.linalg.norm(np.asarray(directions, np.float64), axis=-1)
+            largest = max(largest, float(np.max(coef * norms)))
+    return largest
 
 
-def uses_factor(student: RandomFeatures) -> bool:
-    """Linear features with d < M factor as G_S = F Fᵀ, F of shape (M, d): decompose that smaller side."""
-    return student.activation == "linear" and student.dim < student.weights.shape[0]
+def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=()):
+    """(student, teachers, target, inputs, points, Scales) at unit scale (concrete values; exact rescaling)."""
+    from w2sjax.inputs import InputDistribution
+    from w2sjax.targets import scale_target
+
+    s_u = _power_of_two(float(np.max(np.abs(np.asarray(student.weights, np.float64)))))
+    student = RandomFeatures(student.weights / s_u, student.width, student.activation)
+    t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
+    t_scale = np.asarray([_power_of_two(float(v)) for v in t_scale], dtype=np.float64)
+    teachers = RandomFeatures(teachers.weights / jnp.asarray(t_scale, teachers.weights.dtype)[:, None, None],
+                              teachers.width, teachers.activation)
+    s_x = 1.0
+    if isinstance(inputs, InputDistribution) and inputs.kind == "gaussian":
+        top = float(np.max(np.asarray(inputs.variances, np.float64)))
+        s_x = _power_of_two(top) if top > 0 else 1.0
+        if round(math.log2(s_x)) % 2:
+            s_x *= 2.0  # a power of four: √s_x is a power of two
+        inputs = InputDistribution(inputs.covariance / s_x, inputs.kind)
+        target = _scale_directions(target, math.sqrt(s_x))
+        points = tuple(None if p is None else p / math.sqrt(s_x) for p in points)
+    s_f = _power_of_two(_target_magnitude(target))
+    target = scale_target(target, 1.0 / s_f)
+    return student, teachers, target, inputs, points, Scales(s_u, s_x, s_f)
 
 
-def student_matrix(student: RandomFeatures, inputs: InputDistribution) -> jax.Array:
-    """G_S (M_ST, M_ST), or its factor F (M_ST, d) where ``uses_factor``."""
-    return feature_factor(student, inputs) if uses_factor(student) else feature_gram(student, student, inputs)
+def rescale(result: W2SResult, scales: Scales, times) -> W2SResult:
+    """A result computed at unit scale, in the problem's own units."""
+    from w2sjax.curves import ErrorEstimate
+    from w2sjax.spectral import SpectralProblem
 
-
-def student_spectrum(student: RandomFeatures, inputs: InputDistribution, rcond=None) -> Spectrum:
-    """Decompose G_S on its smaller side: the M_ST×M_ST Gram matrix, or for linear features with d < M_ST
-    the thin SVD of the factor U Σ^{1/2}/√M (rank ≤ d)."""
-    matrix = student_matrix(student, inputs)
-    return decompose_factor(matrix, rcond) if uses_factor(student) else decompose(matrix, rcond)
-
-
-def teacher_label_moment(
-    student: RandomFeatures, teacher: RandomFeatures, teacher_weights: jax.Array, inputs: InputDistribution
-) -> jax.Array:
-    """b = E[φ_S f_T] = G_ST w_T, shape (M_ST,)."""
-    return feature_gram(student, teacher, inputs) @ teacher_weights
-
-
-def w2s_problem(
-    spectrum: Spectrum,
-    label_moment: jax.Array,
-    target_coef: jax.Array,
-    residual: jax.Array,
-) -> SpectralProblem:
-    """The student's SpectralProblem for labels b, given the target's coefficients a* = Qᵀc_S/√λ and R_S
-    (computed once per student and shared by all its teachers)."""
-    label_coef = (spectrum.eigenvectors.T @ label_moment) * inverse_sqrt(spectrum.eigenvalues)
-    return SpectralProblem(spectrum.eigenvalues, label_coef, target_coef, residual)
-
-
-def student_target_coef(spectrum: Spectrum, student: RandomFeatures, target: Target, inputs: InputDistribution):
-    """(a*, R_S): the target in the student's eigenbasis and the part of f* outside the student's span."""
-    c_s = feature_target_moment(student, target, inputs)
-    target_coef = (spectrum.eigenvectors.T @ c_s) * inverse_sqrt(spectrum.eigenvalues)
-    residual = jnp.maximum(target_second_moment(target, inputs) - jnp.sum(target_coef**2), 0)
-    return target_coef, residual
-
-
-def summarize(
-    problem: SpectralProblem, times: jax.Array, teacher_loss: jax.Array, losses: jax.Array | None = None
-) -> W2SResult:
-    """Every figure of merit of one SpectralProblem at the given (increasing, positive) times
-    (``losses``: L(t) on ``times`` when already computed)."""
-    if losses is None:
-        losses = student_loss(problem, times)
-    t_best, loss_best = best_time(problem, times, losses)
-    ceiling = problem.residual
-    return W2SResult(
-        times=times,
-        student_loss=losses,
-        teacher_loss=teacher_loss,
-        best_time=t_best,
-        best_student_loss=loss_best,
-        student_loss_at_infinity=student_loss_at_infinity(problem),
-        ceiling_loss=ceiling,
-        ratio=loss_best / teacher_loss,
-        pgr=(teacher_loss - loss_best) / (teacher_loss - ceiling),
+    if scales == Scales():
+        return dataclasses.replace(result, times=jnp.asarray(times, result.times.dtype))
+    loss, ts = scales.loss, scales.time
+    p = result.problem
+    problem = SpectralProblem(p.eigenvalues * ts, p.label_coef * scales.target, p.target_coef * scales.target,
+                              p.residual * loss, p.readout)
+    e = result.error
+    return dataclasses.replace(
+        result,
+        times=jnp.asarray(times, result.times.dtype),
+        student_loss=result.student_loss * loss, teacher_loss=result.teacher_loss * loss,
+        best_time=result.best_time / ts, best_student_loss=result.best_student_loss * loss,
+        student_loss_at_infinity=result.student_loss_at_infinity * loss, ceiling_loss=result.ceiling_loss * loss,
+        error=ErrorEstimate(e.student_loss * loss, e.best_student_loss * loss, e.best_time,
+                            e.student_loss_at_infinity * loss, e.ceiling_loss * loss),
         problem=problem,
     )
 
 
-@partial(jax.jit, static_argnames=("rcond",))
-def _weak_to_strong(student, teacher, target, inputs, times, rcond=None) -> W2SResult:
-    teacher_fit = fit_teacher(teacher, target, inputs, rcond)
-    spectrum = student_spectrum(student, inputs, rcond)
-    target_coef, residual = student_target_coef(spectrum, student, target, inputs)
-    labels = teacher_label_moment(student, teacher, teacher_fit.weights, inputs)
-    problem = w2s_problem(spectrum, labels, target_coef, residual)
-    return summarize(problem, times, teacher_fit.loss)
+def check_finite_result(result: W2SResult) -> None:
+    """ValueError where a figure that must be finite is not (the problem's scales overflow float64)."""
+    for name in ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss"):
+        value = np.asarray(getattr(result, name))
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"{name} is not finite: the problem's scales exceed what {value.dtype} represents (weights, "
+                "variances or target near 1e±150 and beyond); rescale them"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
-# Validated entry point
+# The entry point
 # --------------------------------------------------------------------------------------------------
 
 
-def check_increasing_times(times) -> np.ndarray:
-    t = check_times(times)
-    if np.any(t <= 0):
-        raise ValueError("stopping times must be > 0 (the loss at t = 0 is s*; drop t = 0 from the grid)")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError("stopping times must be strictly increasing (e.g. np.logspace(-1, 6, 1000))")
-    return t
-
-
-def check_problem(student: RandomFeatures, teacher: RandomFeatures, target: Target, inputs: InputDistribution):
-    check_features_inputs(student, inputs, "student features")
-    check_features_inputs(teacher, inputs, "teacher features")
-    check_target_inputs(target, inputs)
-    check_finite(np.asarray(student.weights), "student weights")
-    check_finite(np.asarray(teacher.weights), "teacher weights")
+def _sample_source(points, values=None) -> Samples:
+    return Samples(jnp.asarray(points), None if values is None else jnp.asarray(values))
 
 
 def weak_to_strong(
     student: RandomFeatures,
-    teacher: RandomFeatures,
+    teachers,
     target: Target,
-    inputs: InputDistribution,
+    inputs,
     times,
+    *,
+    method: str = "auto",
+    samples=None,
+    sample_seed: int = 0,
+    labels=None,
+    heldout=None,
+    teacher_data: str = "samples",
+    student_data: str = "samples",
+    teacher_time: float = math.inf,
     rcond: float | None = None,
+    **route_options,
 ) -> W2SResult:
-    """The weak-to-strong curve and its figures of merit, exactly.
+    """The weak-to-strong figures of merit of one student against one or more teachers, exactly.
 
     Args:
       student: student features (M_ST, d).
-      teacher: teacher features (M_TE, d).
-      target: f*, e.g. ``linear_target(beta)``.
-      inputs: the input distribution (its dtype sets the precision).
-      times: (T,) strictly increasing positive stopping times.
+      teachers: one teacher (M_TE, d), a padded batch (n, M_TE, d), or a sequence of teachers of any widths.
+      target: f*.
+      inputs: the input law (its dtype sets the precision).
+      times: (T,) strictly increasing positive stopping times of the student.
+      method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"`` (see ``engine``).
+      samples: train on n samples instead of the law: a count n (drawn from ``inputs`` with ``sample_seed``)
+        or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``) and the student learns
+        the teacher's values at the same points (``student_data="samples"``). Errors stay population errors.
+      labels: (n,) the true labels at the samples (default f*(x_i)).
+      heldout: an (m, d) array: errors become mean squares over it (f* evaluated there) instead of the law.
+      teacher_time: the teacher's flow time (∞: least squares).
       rcond: relative eigenvalue cutoff (default M·ε).
+      **route_options: ``engine.solve_objective`` options (operator, tol, time_rtol, max_blocks, tile_rows,
+        mesh, memory_bytes, progress).
 
     Returns:
-      W2SResult with L_ST on ``times`` and t*, L_ST*, L_ST(∞), L_TE, L_ceil, ratio, PGR.
+      W2SResult with a leading teacher axis when ``teachers`` is a batch or a sequence (``.select(i)``).
     """
-    check_problem(student, teacher, target, inputs)
-    t = jnp.asarray(check_increasing_times(times), inputs.variances.dtype)
-    return _weak_to_strong(student, teacher, target, inputs, t, rcond=rcond)
+    from w2sjax._checks import check_choice
+
+    single = isinstance(teachers, RandomFeatures) and teachers.weights.ndim == 2
+    batch = as_batch(teachers)
+    check_choice(teacher_data, TRAINING_DATA, "teacher_data")
+    check_choice(student_data, TRAINING_DATA, "student_data")
+    if not teacher_time > 0:
+        raise ValueError(f"teacher_time must be > 0 (math.inf for least squares); got {teacher_time!r}")
+    traced = is_traced(student, batch, target, inputs, times)
+    dtype = components(inputs)[0][1].dtype
+    if not traced:
+        grid = check_increasing_times(times)
+        check_features(student, inputs, "student features")
+        check_features(RandomFeatures(batch.weights[0], batch.width[0], batch.activation), inputs, "teacher features")
+        check_finite(np.asarray(batch.weights), "teacher weights")
+        check_target_inputs(target, inputs)
+    else:
+        grid = times
+    points = None
+    if samples is not None:
+        if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
+            points = draw_samples(inputs, int(samples), sample_seed)
+        else:
+            arr = np.asarray(samples) if not traced else samples
+            if not traced:
+                if np.iscomplexobj(arr) or arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != input_dim(inputs):
+                    raise ValueError(f"samples must be a count n or a real (n, {input_dim(inputs)}) array; got shape "
+                                     f"{np.shape(arr)}")
+                check_finite(arr, "samples")
+            points = jnp.asarray(arr, dtype)
+    elif labels is not None:
+        raise ValueError("labels are the true labels at the samples: give samples too")
+    held = None
+    if heldout is not None:
+        held = heldout.points if isinstance(heldout, Samples) else jnp.asarray(heldout, dtype)
+        if not traced:
+            if held.ndim != 2 or held.shape[1] != input_dim(inputs) or held.shape[0] == 0:
+                raise ValueError(f"heldout must be a non-empty (m, {input_dim(inputs)}) array; got {tuple(held.shape)}")
+            check_finite(np.asarray(held), "heldout inputs")
+    label_values = None
+    if labels is not None:
+        label_values = jnp.asarray(labels, dtype)
+        if not traced:
+            if label_values.shape != (points.shape[0],):
+                raise ValueError(f"labels must have shape ({points.shape[0]},), one per sample; got {label_values.shape}")
+            check_finite(np.asarray(label_values), "labels")
+
+    scales = Scales()
+    if not traced:
+        student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs,
+                                                                            (points, held))
+        if label_values is not None:
+            label_values = label_values / scales.target
+    internal_times = jnp.asarray(grid, dtype) * scales.time
+    law = Law(inputs)
+    evaluation = None if held is None else Samples(held, target_values(target, held))
+    if points is not None and teacher_data == "samples":
+        truth = label_values if label_values is not None else target_values(target, points)
+        teacher_train = Samples(points, truth[None])
+        fit = fit_teachers(batch, target, teacher_train, evaluation or law, teacher_time, rcond)
+    else:
+        fit = fit_teachers(batch, target, law, evaluation, teacher_time, rcond)
+    functions = teacher_functions(batch, fit)
+    if points is not None and student_data == "samples":
+        values = None
+        if label_values is not None:
+            teacher_values = jax.vmap(lambda t: target_values(t, points))(functions)
+            values = jnp.concatenate([teacher_values, label_values[None]])
+        objective = Objective(student, None if values is not None else (functions, one_label(target)), target,
+                              Samples(points, values), evaluation or law)
+    elif evaluation is not None:
+        objective = Objective(student, (functions, one_label(target)), target, law, evaluation)
+    else:  # population: the ceiling is the residual R_S of the same decomposition
+        objective = Objective(student, (functions,), target, law)
+    if not traced:
+        check_objective(objective)
+    result, _, _ = solve_objective(objective, internal_times, method=method, rcond=rcond, **route_options)
+    n = batch.weights.shape[0]
+    if objective.population:
+        ceiling, ceiling_error = result.ceiling_loss[0], result.error.ceiling_loss[0]
+    else:  # the true-label row: the student trained on f*, at its own best time
+        ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
+        result = result.select(slice(0, n))
+    ratio, pgr = gain_ratio(fit.loss, result.best_student_loss, ceiling)
+    result = dataclasses.replace(
+        result, teacher_loss=fit.loss, ceiling_loss=jnp.broadcast_to(ceiling, (n,)), ratio=ratio, pgr=pgr,
+        error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
+    )
+    if not traced:
+        result = rescale(result, scales, grid)
+        check_finite_result(result)
+    return result.select(0) if single else result

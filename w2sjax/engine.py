@@ -1,0 +1,393 @@
+"""The engine: an objective and a time grid in, every figure of merit out, by the route that fits.
+
+Routes (``method=``):
+  ``eigh``      dense eigendecomposition of G_train (M × M): O(M³), exact at every time, ∞ included.
+  ``factor``    G_train = F Fᵀ through FᵀF (k × k), k < M: linear features (k = d), samples (k = n).
+  ``krylov``    block Lanczos quadrature (population objectives): O(M² p) per block with G stored
+                (``operator="stored"``), or never formed (``"tiled"``: O(M² d) per block, O(M) memory), or
+                split over a device mesh (``"sharded"``).
+  ``infinite``  the infinitely wide student (``routes.infinite``), where it exists.
+``method="auto"`` plans every route that applies (memory first, then a cost model of its seconds) and takes
+the cheapest; the plan and its reason are recorded in the result (``W2SResult.route``).
+
+Every reported quantity carries an error estimate (``W2SResult.error``): the rounding level for the exact
+routes; for Krylov, the largest change of that quantity over the last check (the stopping rule requires it to
+be below ``tol`` · s* — s* = E[f*²] sets the scale of every error — twice in a row, and t* to move by less
+than ``time_rtol``), or zero where the Krylov space became invariant (the quadrature is then exact).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from w2sjax._checks import check_choice, check_positive_int
+from w2sjax.curves import ErrorEstimate, RouteInfo, W2SResult, rounding_estimate, summarize, time_error
+from w2sjax.features import RandomFeatures, feature_gram
+from w2sjax.objectives import Law, Objective, factor_size, label_count
+from w2sjax.routes import dense, krylov, operators
+from w2sjax.spectral import default_rcond
+
+METHODS = ("auto", "eigh", "factor", "krylov", "infinite")
+OPERATORS = ("auto", "stored", "tiled", "sharded")
+
+DEFAULT_TOL = 1e-11
+"""Krylov stopping rule: every loss (curve, L*, L(∞), L_ceil) moves by at most tol · s* between checks."""
+DEFAULT_TIME_RTOL = 1e-10
+"""Krylov stopping rule: t* moves by at most this, relatively."""
+DEFAULT_MAX_BLOCKS = 1024
+DEFAULT_CHECK_EVERY = 8
+INITIAL_CAPACITY = 64
+EIGH_MATRICES = 5
+"""M × M arrays alive during the dense route: G, its eigenvectors and the eigensolver's workspace."""
+HOST_MEMORY_FRACTION = 0.6
+DEFAULT_MEMORY_BYTES = 8 * 2**30
+GIB = 2**30
+
+# Cost model (seconds per unit of work), by backend; measured on a 2-core CPU (benchmarks/RESULTS.md) and an
+# H100 where noted. Only ratios between routes matter for the choice.
+COSTS = {
+    "cpu": {"eigh": 1.9e-10, "gram": 1.6e-8, "pass": 5.0e-10, "tile": 2.4e-8},
+    "gpu": {"eigh": 4.0e-12, "gram": 2.0e-11, "pass": 2.0e-12, "tile": 4.0e-11},
+}
+BLOCKS_BASE, BLOCKS_PER_DECADE = 24, 3.0
+"""Predicted Krylov blocks: BLOCKS_BASE + BLOCKS_PER_DECADE · log10(λ_max/λ_cut) (the span of the spectrum
+the quadrature must resolve for L(∞))."""
+
+
+class KrylovConvergenceWarning(UserWarning):
+    """The Krylov quadrature did not meet its tolerance within ``max_blocks`` blocks."""
+
+
+def device_memory_bytes(device=None) -> int:
+    """Bytes free on ``device``: its ``memory_stats()`` (GPU), else a fraction of the host's memory (CPU)."""
+    device = jax.devices()[0] if device is None else device
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without statistics raise or return None
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return int(HOST_MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return DEFAULT_MEMORY_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The route for one objective, and why.
+
+    Attributes:
+      method, operator: the route (operator None for dense routes).
+      reason: one line.
+      memory_bytes: available per device.
+      needed_bytes: {route: bytes} for every route that applies.
+      seconds: {route: predicted seconds} (the cost model; ratios matter, not the values).
+    """
+
+    method: str
+    operator: str | None
+    reason: str
+    memory_bytes: int
+    needed_bytes: dict
+    seconds: dict
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _route_key(method, operator):
+    return method if operator is None else f"{method}/{operator}"
+
+
+def predicted_blocks(width: int, itemsize: int) -> int:
+    """Blocks the Krylov quadrature is predicted to need (the stopping rule decides)."""
+    span = math.log10(1 / (width * (2.2e-16 if itemsize == 8 else 1.2e-7)))
+    return int(BLOCKS_BASE + BLOCKS_PER_DECADE * span)
+
+
+def route_needs(objective: Objective, times: int, *, shards: int = 1, tile_rows: int | None = None,
+                max_blocks: int = DEFAULT_MAX_BLOCKS) -> dict:
+    """{route: (bytes per device, predicted seconds)} for every route that applies to ``objective``."""
+    f = objective.features
+    m, d = f.rows, f.dim
+    n = label_count(objective) + 1
+    itemsize = jnp.dtype(f.weights.dtype).itemsize
+    backend = "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "cpu"
+    cost = COSTS[backend]
+    curve_bytes = (times * n + 2 * min(times, 4096) * n) * itemsize
+    out = {}
+    if objective.population or shards == 1:
+        eval_extra = 0 if objective.population else 2 * m * m * itemsize
+        out["eigh"] = (EIGH_MATRICES * m * m * itemsize + eval_extra + curve_bytes,
+                       cost["eigh"] * m**3 + cost["gram"] * m * m)
+    k = factor_size(objective)
+    if k is not None and k < m:
+        extra = 0 if objective.population else m * m * itemsize + 2 * m * k * itemsize
+        out["factor"] = ((2 * m * k + 3 * k * k) * itemsize + extra + curve_bytes,
+                         cost["eigh"] * k**3 + 2 * cost["pass"] * m * k * k)
+    if objective.population and isinstance(objective.train, Law):
+        blocks = min(predicted_blocks(m, itemsize), max_blocks)
+        capacity = min(max_blocks, max(INITIAL_CAPACITY, blocks))
+        basis = krylov.krylov_bytes(m, n, capacity, itemsize, shards) + curve_bytes
+        reorth = 4 * cost["pass"] * m * (n + 1) ** 2 * blocks * blocks / 2
+        if shards == 1:
+            out["krylov/stored"] = (basis + operators.stored_bytes(m, itemsize),
+                                    cost["gram"] * m * m + blocks * cost["pass"] * m * m * (n + 1) + reorth)
+            rows = tile_rows or operators.default_square_tile_rows(m, itemsize=itemsize)
+            tile = operators.TILE_TEMPORARIES * rows * rows * itemsize
+            out["krylov/tiled"] = (basis + tile + 2 * m * d * itemsize,
+                                   blocks * cost["tile"] * m * m / 2 + reorth)
+        else:
+            local = -(-m // shards)
+            rows = tile_rows or operators.default_tile_rows(local, itemsize, columns=m)
+            tile = operators.TILE_TEMPORARIES * rows * m * itemsize
+            out["krylov/sharded"] = (basis + tile + 2 * m * d * itemsize,
+                                     blocks * cost["tile"] * m * m / shards + reorth)
+    return out
+
+
+def plan_route(objective: Objective, times: int, *, method: str = "auto", operator: str = "auto",
+               memory_bytes: int | None = None, mesh=None, tile_rows: int | None = None,
+               max_blocks: int = DEFAULT_MAX_BLOCKS) -> Plan:
+    """Choose the route: the requested one if it applies and fits, else (auto) the cheapest that fits.
+
+    Raises:
+      ValueError: when the requested route does not apply or does not fit, or nothing fits; the message names
+        the route and size that would.
+    """
+    check_choice(method, METHODS, "method")
+    check_choice(operator, OPERATORS, "operator")
+    memory = device_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    shards = 1 if mesh is None else int(mesh.shape["tiles"])
+    needs = route_needs(objective, times, shards=shards, tile_rows=tile_rows, max_blocks=max_blocks)
+    needed = {k: int(v[0]) for k, v in needs.items()}
+    seconds = {k: float(v[1]) for k, v in needs.items()}
+    fits = {k: v <= memory for k, v in needed.items()}
+    m = objective.features.rows
+
+    def plan(key, reason):
+        method_, _, op = key.partition("/")
+        return Plan(method_, op or None, reason, memory, needed, seconds)
+
+    def describe(key):
+        return f"{key} needs {needed[key] / GIB:.3g} GiB"
+
+    if method == "infinite":
+        raise ValueError("method='infinite' needs an infinitely wide student (width 'inf'); this one has "
+                         f"M = {m} features")
+    if method != "auto":
+        if method == "krylov":
+            candidates = [k for k in needed if k.startswith("krylov/") and (operator == "auto" or k.endswith(operator))]
+        else:
+            candidates = [method] if method in needed else []
+        if not candidates:
+            raise ValueError(_not_applicable(method, operator, objective, shards))
+        fitting = [k for k in candidates if fits[k]]
+        if not fitting:
+            others = [k for k in needed if fits[k]]
+            hint = f"; {', '.join(others)} fit{'s' if len(others) == 1 else ''} (--method {others[0].split('/')[0]})" if others else ""
+            raise ValueError(
+                f"M = {m:,} features: {', '.join(describe(k) for k in candidates)} but {memory / GIB:.3g} GiB is "
+                f"available per device{hint}"
+            )
+        best = min(fitting, key=lambda k: seconds[k])
+        return plan(best, "requested")
+    fitting = [k for k in needed if fits[k]]
+    if not fitting:
+        raise ValueError(
+            f"M = {m:,} features fit no route in {memory / GIB:.3g} GiB per device: "
+            + "; ".join(describe(k) for k in needed)
+            + ". Use fewer features or teachers, a shorter time grid, or more devices (--shard)"
+        )
+    best = min(fitting, key=lambda k: seconds[k])
+    others = ", ".join(f"{k} {seconds[k]:.3g} s" for k in sorted(seconds, key=seconds.get) if k != best)
+    reason = f"predicted {seconds[best]:.3g} s (cheapest that fits; {others or 'no other route applies'})"
+    return plan(best, reason)
+
+
+def _not_applicable(method, operator, objective: Objective, shards: int) -> str:
+    if method == "factor":
+        return ("method='factor' needs G_train = F Fᵀ with fewer columns than features: linear features under one "
+                "Gaussian law with d < M, or n < M samples")
+    if method == "krylov":
+        if not objective.population:
+            return "method='krylov' needs population training scored on the same law; use method='eigh'"
+        return f"operator={operator!r} does not apply here ({'sharded needs a mesh' if shards == 1 else 'use sharded'})"
+    return f"method={method!r} does not apply to this objective"
+
+
+# --------------------------------------------------------------------------------------------------
+# Solving
+# --------------------------------------------------------------------------------------------------
+
+
+_summarize = jax.jit(summarize, static_argnames=("route",))
+
+
+def solve_objective(
+    objective: Objective,
+    times,
+    *,
+    method: str = "auto",
+    operator: str = "auto",
+    rcond: float | None = None,
+    tol: float = DEFAULT_TOL,
+    time_rtol: float = DEFAULT_TIME_RTOL,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    check_every: int = DEFAULT_CHECK_EVERY,
+    tile_rows: int | None = None,
+    mesh=None,
+    memory_bytes: int | None = None,
+    with_basis: bool = False,
+    progress=None,
+):
+    """Every figure of merit of every label set of ``objective`` on ``times`` (increasing, positive).
+
+    Returns:
+      (W2SResult batched over the label sets, Decomposition, Plan). The result's ``route`` says how each
+      quantity was obtained; ``error`` holds the estimates. The decomposition's basis is formed only
+      ``with_basis`` (weights of the trained model at any time: ``weights_at``).
+    """
+    times = jnp.asarray(times, objective.features.weights.dtype)
+    plan = plan_route(objective, int(times.shape[0]), method=method, operator=operator, memory_bytes=memory_bytes,
+                      mesh=mesh, tile_rows=tile_rows, max_blocks=max_blocks)
+    if plan.method == "eigh":
+        decomposition = dense.eigh_route(objective, rcond=rcond)
+        how = (("all", "eigh of G_train: exact up to rounding (estimate r·ε·scale)"),)
+        result = _summarize(decomposition.problem, times, route=RouteInfo("eigh", None, plan.reason, 0, True, how))
+        return result, decomposition, plan
+    if plan.method == "factor":
+        decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
+        how = (("all", "eigh of FᵀF (G_train = F Fᵀ): exact up to rounding (estimate r·ε·scale)"),)
+        result = _summarize(decomposition.problem, times, route=RouteInfo("factor", None, plan.reason, 0, True, how))
+        return result, decomposition, plan
+    return _solve_krylov(objective, times, plan, rcond=rcond, tol=tol, time_rtol=time_rtol, max_blocks=max_blocks,
+                         check_every=check_every, tile_rows=tile_rows, mesh=mesh, with_basis=with_basis,
+                         progress=progress)
+
+
+def _krylov_operator(objective: Objective, kind: str, tile_rows: int, mesh):
+    """(padded objective, operator) for the Krylov route."""
+    shards = 1 if mesh is None else int(mesh.shape["tiles"])
+    features = operators.padded_features(objective.features, tile_rows, shards)
+    padded = dataclasses.replace(objective, features=features)
+    inputs = objective.train.inputs
+    if kind == "stored":
+        return padded, operators.StoredGram(_stored_gram(features, inputs))
+    if kind == "tiled":
+        return padded, operators.TiledGram(features, inputs, tile_rows)
+    from w2sjax.routes.sharding import sharded_gram
+
+    return padded, sharded_gram(features, inputs, mesh, tile_rows)
+
+
+@jax.jit
+def _stored_gram(features: RandomFeatures, inputs) -> jax.Array:
+    """G of a padded model in one fused pass (measured faster than a scan over symmetric tiles on CPU)."""
+    return feature_gram(features, features, inputs)
+
+
+def _changes(current: dict, previous: dict | None):
+    """(largest absolute change of the losses, largest relative change of t*) between two checks."""
+    if previous is None:
+        return math.inf, math.inf
+    loss = 0.0
+    for key in ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss"):
+        loss = max(loss, float(np.max(np.abs(current[key] - previous[key]))))
+    new, old = current["best_time"], previous["best_time"]
+    both_inf = np.isinf(new) & np.isinf(old)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(np.log(np.where(both_inf, 1.0, new)) - np.log(np.where(both_inf, 1.0, old)))
+    rel = np.where(np.isnan(rel), np.inf, rel)
+    return loss, float(np.max(rel))
+
+
+def remaining_error(change: float, last_change: float) -> float:
+    """The error left after a check, from the last two changes c_k, c_{k−1}: with a contraction
+    q = c_k/c_{k−1} < 1/2 the remaining changes sum to at most c_k q/(1 − q) (geometric convergence, as block
+    Lanczos quadrature converges on a clustered spectrum); otherwise the error is not yet seen to contract and
+    the estimate is the change itself times 10 (a stagnating check is not trusted)."""
+    if not math.isfinite(change) or not math.isfinite(last_change) or last_change <= 0:
+        return math.inf
+    q = change / last_change
+    if q < 0.5:
+        return max(change * q / (1 - q), 0.0) if change > 0 else 0.0
+    return 10 * change
+
+
+def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, check_every, tile_rows, mesh,
+                  with_basis, progress):
+    from w2sjax.routes.sharding import to_host
+
+    m = objective.features.rows
+    itemsize = jnp.dtype(objective.features.weights.dtype).itemsize
+    if tile_rows is None:
+        if plan.operator == "sharded":
+            shards = int(mesh.shape["tiles"])
+            tile_rows = operators.default_tile_rows(-(-m // shards), itemsize, columns=m)
+        else:
+            tile_rows = operators.default_square_tile_rows(m, itemsize=itemsize)
+    rcond = default_rcond(m, objective.features.weights.dtype) if rcond is None else float(rcond)
+    padded, op = _krylov_operator(objective, plan.operator, int(tile_rows), mesh)
+    n = label_count(objective)
+    max_blocks = min(check_positive_int(max_blocks, "max_blocks"), -(-m // (n + 1)) + 1)
+    capacity = min(max_blocks, max(INITIAL_CAPACITY, predicted_blocks(m, itemsize)))
+    state = krylov.krylov_start(padded, op, capacity, int(tile_rows))
+    scale = float(to_host(state.energy))
+    steps, previous, last_change = 0, None, math.inf
+    converged = exhausted = False
+    change = time_change = estimate = math.inf
+    while steps < max_blocks:
+        if steps >= state.capacity:
+            state = krylov.krylov_grow(state, min(2 * state.capacity, max_blocks))
+        stop = min(steps + check_every, state.capacity, max_blocks)
+        state = krylov.krylov_advance(state, jnp.int32(steps), jnp.int32(stop))
+        steps = stop
+        decomposition, dimension, next_norm = krylov.krylov_decomposition(state, jnp.int32(steps), rcond)
+        result = _summarize(decomposition.problem, times)
+        current = {k: to_host(getattr(result, k)) for k in
+                   ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss", "best_time")}
+        exhausted = float(to_host(next_norm)) == 0.0 or int(to_host(dimension)) >= m
+        change, time_change = _changes(current, previous)
+        estimate = remaining_error(change, last_change)
+        if progress is not None:
+            progress(steps, estimate / scale if scale > 0 else estimate)
+        previous, last_change = current, change
+        if exhausted or (estimate <= tol * scale and time_change <= time_rtol):
+            converged = True
+            break
+    if with_basis:
+        decomposition, _, _ = krylov.krylov_decomposition(state, jnp.int32(steps), rcond, with_basis=True)
+    estimate = 0.0 if exhausted else estimate
+    time_estimate = 0.0 if exhausted else time_change
+    how = (
+        ("curve, L*, L(∞), L_ceil", f"block Gauss quadrature of {steps} blocks of {n + 1} vectors; error estimate = "
+                                    "the change over the last check extrapolated geometrically (remaining_error)"
+                                    if not exhausted else
+                                    f"block Gauss quadrature on an invariant Krylov space ({steps} blocks): exact"),
+        ("t*", "refined on the quadrature; estimate = relative change over the last check, or the shift implied "
+               "by the loss error, whichever is larger"),
+    )
+    info = RouteInfo("krylov", plan.operator, plan.reason, steps, converged, how)
+    problem = decomposition.problem
+    loss_error = jnp.full(problem.residual.shape, estimate) + rounding_estimate(problem)
+    result = _summarize(problem, times, route=info)
+    t_error = jnp.maximum(time_error(problem, result.best_time, loss_error), time_estimate)
+    result = dataclasses.replace(result, error=ErrorEstimate(loss_error, loss_error, t_error, loss_error, loss_error))
+    if not converged:
+        warnings.warn(
+            f"the Krylov quadrature did not reach tol={tol:g}·s* (t* rtol {time_rtol:g}) within {steps} blocks: "
+            f"last change of the losses {change:.3g}, of t* {time_change:.3g}. Raise max_blocks, or use "
+            "method='eigh' where it fits",
+            KrylovConvergenceWarning,
+            stacklevel=3,
+        )
+    return result, decomposition, plan
