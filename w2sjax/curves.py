@@ -111,21 +111,58 @@ def _curve(problem: SpectralProblem, params: jax.Array, response_fn) -> jax.Arra
     return jnp.moveaxis(values[: params.shape[0]], 0, -1)
 
 
+def checked_grid(values, name: str, *, positive: bool = True, increasing: bool = True, integer: bool = False):
+    """A concrete 1-D grid checked (finite, > 0 or ≥ 0, strictly increasing or not, whole numbers); tracers
+    pass unchecked (validation happens outside jit)."""
+    if isinstance(values, jax.core.Tracer):
+        return values
+    raw = np.asarray(values)
+    if np.iscomplexobj(raw) or raw.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be real numbers; got dtype {raw.dtype}")
+    grid = raw.astype(np.float64)
+    if grid.ndim != 1 or grid.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array; got shape {grid.shape}")
+    if not np.all(np.isfinite(grid)):
+        raise ValueError(f"{name} has non-finite values (NaN or inf); pass finite numbers")
+    if positive and np.any(grid <= 0):
+        raise ValueError(f"{name} must be > 0; got min {grid.min():.3g}")
+    if not positive and np.any(grid < 0):
+        raise ValueError(f"{name} must be >= 0; got min {grid.min():.3g}")
+    if integer and np.any(grid != np.round(grid)):
+        raise ValueError(f"{name} must be whole numbers (step counts)")
+    if increasing and np.any(np.diff(grid) <= 0):
+        raise ValueError(f"{name} must be strictly increasing (e.g. np.geomspace(0.1, 1e7, 400))")
+    return values
+
+
+def student_loss(problem: SpectralProblem, times) -> jax.Array:
+    """L(t) of gradient flow at every time (finite, ≥ 0): (T,) → (..., T)."""
+    return _student_loss(problem, jnp.asarray(checked_grid(times, "times", positive=False, increasing=False)))
+
+
+def ridge_loss(problem: SpectralProblem, strengths) -> jax.Array:
+    """L(μ) of ridge, w = (G + μI)⁻¹b, at every strength μ > 0: (T,) → (..., T)."""
+    return _ridge_loss(problem, jnp.asarray(checked_grid(strengths, "ridge strengths", increasing=False)))
+
+
+def gd_loss(problem: SpectralProblem, step_size, steps) -> jax.Array:
+    """L(w_k) of gradient descent with step η at whole step counts k ≥ 0 (K,) → (..., K)."""
+    steps = checked_grid(steps, "steps", positive=False, increasing=False, integer=True)
+    return _gd_loss(problem, step_size, jnp.asarray(steps))
+
+
 @jax.jit
-def student_loss(problem: SpectralProblem, times: jax.Array) -> jax.Array:
-    """L(t) of gradient flow at every time: (T,) → (..., T)."""
+def _student_loss(problem: SpectralProblem, times: jax.Array) -> jax.Array:
     return _curve(problem, times, flow_response)
 
 
 @jax.jit
-def ridge_loss(problem: SpectralProblem, strengths: jax.Array) -> jax.Array:
-    """L(μ) of ridge, w = (G + μI)⁻¹b, at every strength: (T,) → (..., T)."""
+def _ridge_loss(problem: SpectralProblem, strengths: jax.Array) -> jax.Array:
     return _curve(problem, strengths, ridge_response)
 
 
 @jax.jit
-def gd_loss(problem: SpectralProblem, step_size, steps: jax.Array) -> jax.Array:
-    """L(w_k) of gradient descent with step η at integer steps (K,) → (..., K)."""
+def _gd_loss(problem: SpectralProblem, step_size, steps: jax.Array) -> jax.Array:
     return _curve(problem, steps, lambda lam, k: gd_response(lam, step_size, k))
 
 
@@ -235,22 +272,31 @@ def _best(problem: SpectralProblem, params, losses, response_fn, slope_fn, incre
     return param, loss, location
 
 
-@jax.jit
-def best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | None = None):
-    """(t*, L(t*), location) for an unbatched problem (vmap it for batches); times increasing and positive.
+def best_time(problem: SpectralProblem, times, losses=None):
+    """(t*, L(t*), location) for an unbatched problem (vmap ``_best_time`` for batches); times strictly
+    increasing and positive.
 
     location: 0 inside the grid, 1 above it, −1 below it, 2 at ∞ (t* = ∞: the error is lowest trained to
     convergence), −2 at 0 (t* = 0: training only hurts)."""
+    return _best_time(problem, jnp.asarray(checked_grid(times, "times")), losses)
+
+
+def best_strength(problem: SpectralProblem, strengths, losses=None):
+    """(μ*, L(μ*), location) of ridge for an unbatched problem; μ* = 0 is least squares (location −2)."""
+    return _best_strength(problem, jnp.asarray(checked_grid(strengths, "ridge strengths")), losses)
+
+
+@jax.jit
+def _best_time(problem: SpectralProblem, times: jax.Array, losses: jax.Array | None = None):
     if losses is None:
-        losses = student_loss(problem, times)
+        losses = _student_loss(problem, times)
     return _best(problem, times, losses, flow_response, flow_response_log_slope, True)
 
 
 @jax.jit
-def best_strength(problem: SpectralProblem, strengths: jax.Array, losses: jax.Array | None = None):
-    """(μ*, L(μ*), location) of ridge for an unbatched problem; μ* = 0 is least squares (location −2)."""
+def _best_strength(problem: SpectralProblem, strengths: jax.Array, losses: jax.Array | None = None):
     if losses is None:
-        losses = ridge_loss(problem, strengths)
+        losses = _ridge_loss(problem, strengths)
     return _best(problem, strengths, losses, ridge_response, ridge_response_log_slope, False)
 
 
@@ -418,9 +464,9 @@ def summarize(
       losses: L(t) on ``times`` when already computed.
     """
     if losses is None:
-        losses = student_loss(problem, times)
+        losses = _student_loss(problem, times)
     batch = problem.residual.shape
-    best = jax.vmap(lambda a, s, r, l: best_time(SpectralProblem(problem.eigenvalues, a, s, r, problem.readout), times, l))
+    best = jax.vmap(lambda a, s, r, l: _best_time(SpectralProblem(problem.eigenvalues, a, s, r, problem.readout), times, l))
     la = problem.label_coef.reshape((-1, problem.label_coef.shape[-1]))
     ta = problem.target_coef.reshape((-1, problem.target_coef.shape[-1]))
     t_best, l_best, where = best(la, ta, problem.residual.reshape(-1), losses.reshape((-1, times.shape[0])))

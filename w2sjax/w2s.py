@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_finite, check_times
-from w2sjax.curves import W2SResult, flow_response, gain_ratio, loss_at_infinity, loss_from_response
+from w2sjax._checks import check_finite
+from w2sjax.curves import W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response
 from w2sjax.engine import solve_objective
 from w2sjax.features import RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
@@ -119,12 +119,7 @@ def is_traced(*trees) -> bool:
 
 def check_increasing_times(times, name: str = "times") -> np.ndarray:
     """A non-empty 1-D array of finite, positive, strictly increasing times."""
-    t = check_times(times, name)
-    if np.any(t <= 0):
-        raise ValueError(f"{name} must be > 0 (the loss at t = 0 is s*; drop t = 0 from the grid)")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError(f"{name} must be strictly increasing (e.g. np.logspace(-1, 6, 400))")
-    return t
+    return np.asarray(checked_grid(times, name), dtype=np.float64)
 
 
 def _power_of_two(value: float) -> float:
@@ -249,8 +244,13 @@ def rescale(result: W2SResult, scales: Scales, times) -> W2SResult:
     )
 
 
-def check_finite_result(result: W2SResult) -> None:
+def check_finite_result(result: W2SResult, internal_best_time=None) -> None:
     """ValueError where a figure that must be finite is not (the problem's scales overflow float64)."""
+    if internal_best_time is not None:
+        overflow = np.isfinite(np.asarray(internal_best_time)) & ~np.isfinite(np.asarray(result.best_time))
+        if np.any(overflow):
+            raise ValueError("t* is beyond the largest float64 time (the flow's time scale is 1/(|U|² Σ): weights "
+                             "or variances near 1e-150 and below); rescale the student weights or the inputs")
     for name in ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss"):
         value = np.asarray(getattr(result, name))
         if not np.all(np.isfinite(value)):
@@ -341,13 +341,19 @@ def weak_to_strong(
             points = jnp.asarray(arr, dtype)
     elif labels is not None:
         raise ValueError("labels are the true labels at the samples: give samples too")
-    held = None
+    held = held_values = None
     if heldout is not None:
-        held = heldout.points if isinstance(heldout, Samples) else jnp.asarray(heldout, dtype)
+        held = jnp.asarray(heldout.points if isinstance(heldout, Samples) else heldout, dtype)
+        if isinstance(heldout, Samples) and heldout.values is not None:
+            held_values = jnp.asarray(heldout.values, dtype)
         if not traced:
             if held.ndim != 2 or held.shape[1] != input_dim(inputs) or held.shape[0] == 0:
                 raise ValueError(f"heldout must be a non-empty (m, {input_dim(inputs)}) array; got {tuple(held.shape)}")
             check_finite(np.asarray(held), "heldout inputs")
+            if held_values is not None:
+                if held_values.shape != (held.shape[0],):
+                    raise ValueError(f"heldout values must have shape ({held.shape[0]},); got {held_values.shape}")
+                check_finite(np.asarray(held_values), "heldout values")
     label_values = None
     if labels is not None:
         label_values = jnp.asarray(labels, dtype)
@@ -362,9 +368,12 @@ def weak_to_strong(
                                                                             (points, held))
         if label_values is not None:
             label_values = label_values / scales.target
+        if held_values is not None:
+            held_values = held_values / scales.target
     internal_times = jnp.asarray(grid, dtype) * scales.time
     law = Law(inputs)
-    evaluation = None if held is None else Samples(held, target_values(target, held))
+    evaluation = None if held is None else Samples(held, target_values(target, held) if held_values is None
+                                                   else held_values)
     if points is not None and teacher_data == "samples":
         truth = label_values if label_values is not None else target_values(target, points)
         teacher_train = Samples(points, truth[None])
@@ -398,6 +407,7 @@ def weak_to_strong(
         error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
     )
     if not traced:
+        internal_best = result.best_time
         result = rescale(result, scales, grid)
-        check_finite_result(result)
+        check_finite_result(result, internal_best)
     return result.select(0) if single else result

@@ -77,7 +77,7 @@ def plot_loss_ratio(result) -> Figure:
             ax.grid(True, which="major", alpha=0.3)
             if col == len(groups) - 1 and row == 0:
                 ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{result.config.name}: mean over {len(result.config.seeds)} seeds, range shaded", fontsize=10)
+    fig.suptitle(f"{result.config.name}: mean over {len(result.config.seeds)} seeds, range over seeds shaded", fontsize=10)
     return fig
 
 
@@ -136,7 +136,7 @@ def heatmap_dims(result) -> list[int]:
 def plot_heatmap(result, dim: int) -> Figure:
     """Mean L_ST*/L_TE over seeds, teacher width × student width, at input dimension ``dim``."""
     rows = [r for r in result.records if r["input_dim"] == dim]
-    students = sorted({r["student_width"] for r in rows})
+    students = sorted({r["student_width"] for r in rows}, key=_width_key)
     teachers = sorted({r["teacher_width"] for r in rows})
     grid = np.full((len(students), len(teachers)), np.nan)
     for i, ms in enumerate(students):
@@ -180,6 +180,10 @@ def save_figures(result, folder) -> list[str]:
         save_png(plot_heatmap(result, d), folder / name)
         names.append(name)
     return names
+
+
+def _width_key(width):
+    return math.inf if width == "inf" else int(width)
 
 
 def _label_log_axis(axis) -> None:

@@ -1,0 +1,1 @@
+"""Studies: configurations (TOML, presets), the resumable runner, figures and reports."""

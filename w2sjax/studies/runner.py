@@ -1,0 +1,635 @@
+"""The study runner: run units, planned before they run, stored as they finish, resumed after an interruption.
+
+Each (problem, student width, seed) is one *run unit*: one decomposition of the student's G_train scored
+against every teacher width of the problem (``w2s.weak_to_strong``). A unit is stored as
+``DIR/runs/<key>.json`` the moment it is done, so a study restarted with the same ``DIR`` computes only what
+is missing; the aggregate files (``results.json``, ``curves.csv``, ``config.toml``, PNGs) are rebuilt from the
+run files at the end. Before anything runs, every unit's route is planned (``engine.plan_route``): a study
+that cannot fit in memory is refused at once, and the plan's predicted seconds give the estimate shown at the
+start.
+
+Power law: for each group (input dimension and student width), L_ST* ≈ C · L_TE^k is fitted by least squares
+on (log L_TE, log L_ST*) over the teacher widths, separately for each seed; the exponent reported is the mean
+over seeds ± its standard error (std/√n); with one seed, the least-squares standard error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from w2sjax._io import atomic_write_json, atomic_write_text, from_json_float, json_safe
+from w2sjax.curves import LOCATIONS, best_strength, ridge_loss
+from w2sjax.engine import plan_route
+from w2sjax.environment import environment
+from w2sjax.features import RandomFeatures, student_weights, teacher_weights
+from w2sjax.inputs import gaussian_inputs, sphere_inputs
+from w2sjax.objectives import Law, Objective, Samples
+from w2sjax.studies.config import INFINITE, StudyConfig, config_to_toml
+from w2sjax.targets import hermite_target, linear_target, random_relu_network_target, sum_target
+from w2sjax.w2s import as_batch, teacher_functions, TeacherFit, weak_to_strong
+
+RUNS_FOLDER = "runs"
+RECORD_FLOATS = (
+    "teacher_loss", "best_time", "best_student_loss", "ratio", "pgr", "student_loss_at_infinity", "ceiling_loss",
+    "ridge_best_strength", "ridge_best_student_loss", "ridge_ratio",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building a problem
+# --------------------------------------------------------------------------------------------------
+
+
+def input_variances(config: StudyConfig, dim: int) -> np.ndarray:
+    """(d,) diagonal of Σ: ones, or (spike_variance, v, …, v), v = bulk_variance_scale · d^(−bulk_variance_exponent)."""
+    if config.covariance == "identity":
+        return np.ones(dim)
+    variances = np.full(dim, config.bulk_variance_scale * float(dim) ** (-config.bulk_variance_exponent))
+    variances[0] = config.spike_variance
+    return variances
+
+
+def build_inputs(config: StudyConfig, dim: int):
+    if config.input_kind == "sphere":
+        return sphere_inputs(dim, config.dtype)
+    variances = None if config.covariance == "identity" else input_variances(config, dim)
+    return gaussian_inputs(dim, variances, config.dtype)
+
+
+def target_direction(config: StudyConfig, dim: int) -> np.ndarray:
+    """β: e₁ or (1, …, 1)/√d (unit norm)."""
+    if config.target_direction == "e1":
+        beta = np.zeros(dim)
+        beta[0] = 1.0
+        return beta
+    return np.full(dim, 1 / math.sqrt(dim))
+
+
+def build_target(config: StudyConfig, dim: int, inputs):
+    """f*: Σ_j scale_j h_{k_j}(⟨β, x⟩) (the linear target ⟨(Σ scale_j) β, x⟩ when every degree is 1), or a
+    random ReLU network standardised under ``inputs``."""
+    if config.target == "relu-network":
+        return random_relu_network_target(config.target_seed, config.target_units, inputs, standardize=True)
+    beta = target_direction(config, dim)
+    if all(k == 1 for k in config.target_degrees):
+        return linear_target(sum(config.target_scales) * beta, config.dtype)
+    terms = [hermite_target(beta, k, s, config.dtype) for k, s in zip(config.target_degrees, config.target_scales)]
+    return terms[0] if len(terms) == 1 else sum_target(*terms)
+
+
+def build_student(config: StudyConfig, dim: int, width, seed: int):
+    """Student ``seed`` of ``width`` features (the first rows of the widest finite student of the study:
+    students are nested), or the infinitely wide student."""
+    if math.isinf(width):
+        from w2sjax.features import infinite_features
+
+        return infinite_features(dim, config.activation, config.dtype)
+    widest = max(w for w in config.student_widths_for(dim) if not math.isinf(w))
+    weights = student_weights(seed, widest, dim, config.activation)[:width]
+    return RandomFeatures(weights.astype(config.dtype), jnp.asarray(width, config.dtype), config.activation)
+
+
+def load_array(path, name: str, ndim: int) -> np.ndarray:
+    """A finite real .npy array of ``ndim`` dimensions (ValueError saying what is wrong)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{name} file {str(path)!r} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{name} file {str(path)!r} is not a .npy array ({err}); save it with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name} file {str(path)!r} holds several arrays (.npz); give one .npy array")
+    if arr.ndim != ndim or arr.size == 0:
+        want = "(n, d)" if ndim == 2 else "(n,)"
+        raise ValueError(f"{name} must hold a non-empty {want} array; got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite values (NaN or inf); pass finite numbers")
+    return arr
+
+
+def load_own_data(config: StudyConfig, dim: int | None = None) -> dict:
+    """Training inputs, labels, held-out inputs and labels from the config's files (labels None: the target's)."""
+    x = load_array(config.inputs_file, "inputs_file", 2)
+    xh = load_array(config.heldout_file, "heldout_file", 2)
+    if xh.shape[1] != x.shape[1]:
+        raise ValueError(f"heldout_file has dimension {xh.shape[1]} but inputs_file has {x.shape[1]}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"inputs_file has dimension {x.shape[1]} but the study's input_dims say {dim}")
+    y = yh = None
+    if config.labels_file:
+        y = load_array(config.labels_file, "labels_file", 1)
+        yh = load_array(config.heldout_labels_file, "heldout_labels_file", 1)
+        if y.shape[0] != x.shape[0] or yh.shape[0] != xh.shape[0]:
+            raise ValueError(f"labels_file must have {x.shape[0]} values and heldout_labels_file {xh.shape[0]}; "
+                             f"got {y.shape[0]} and {yh.shape[0]}")
+    return {"inputs": x, "labels": y, "heldout": xh, "heldout_labels": yh}
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).is_file() else ""
+
+
+def build_teachers(config: StudyConfig, dim: int, widths, seed: int) -> list:
+    return [RandomFeatures(teacher_weights(seed, m, dim, config.activation).astype(config.dtype),
+                           jnp.asarray(m, config.dtype), config.activation) for m in widths]
+
+
+# --------------------------------------------------------------------------------------------------
+# Run units
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunUnit:
+    """One decomposition of G_train: (problem, student width, seed), scored against the problem's teachers."""
+
+    input_dim: int
+    teacher_widths: tuple
+    student_width: float
+    seed: int
+    signature: str
+
+    @property
+    def width_label(self) -> str:
+        return INFINITE if math.isinf(self.student_width) else str(int(self.student_width))
+
+    @property
+    def key(self) -> str:
+        return f"d{self.input_dim}_mst{self.width_label}_seed{self.seed}_{self.signature}"
+
+
+def run_units(config: StudyConfig) -> list[RunUnit]:
+    """Every run unit of a study, in order (problem, student width, seed)."""
+    units = []
+    for problem in config.problems():
+        for width in config.student_widths_for(problem.input_dim):
+            for seed in config.seeds:
+                sig = _signature(config, problem.input_dim, problem.teacher_widths, width, seed)
+                units.append(RunUnit(problem.input_dim, problem.teacher_widths, width, seed, sig))
+    return units
+
+
+def _signature(config: StudyConfig, dim: int, teacher_widths, width, seed: int) -> str:
+    """Hash of everything a unit's numbers depend on, so a changed study never reuses a stale file."""
+    spec = config.to_dict()
+    for key in ("name", "description", "seeds", "student_widths", "student_widths_per_dim", "teacher_widths",
+                "input_dims", "ratio_powers"):
+        spec.pop(key)
+    widest = max((w for w in config.student_widths_for(dim) if not math.isinf(w)), default=0)
+    spec.update(dim=dim, teachers=list(teacher_widths), width=str(width), widest=widest, seed=seed)
+    for key in ("inputs_file", "labels_file", "heldout_file", "heldout_labels_file"):
+        spec[key] = _file_digest(spec[key])
+    return hashlib.sha256(json.dumps(json_safe(spec), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
+    """The student objective of a unit with placeholder (zero) teachers: the sizes the planner needs."""
+    inputs = build_inputs(config, unit.input_dim)
+    target = build_target(config, unit.input_dim, inputs)
+    student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
+    batch = as_batch(build_teachers(config, unit.input_dim, unit.teacher_widths, unit.seed))
+    functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+    if config.finite_samples and config.student_data == "samples":
+        n = config.samples or load_own_data(config)["inputs"].shape[0]
+        points = jnp.zeros((n, unit.input_dim), config.dtype)
+        return Objective(student, (functions, functions), target, Samples(points), Law(inputs))
+    return Objective(student, (functions,), target, Law(inputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPlan:
+    """The planned route of every unit (``engine.Plan``) and the predicted seconds in all."""
+
+    units: tuple
+    plans: tuple
+    seconds: float
+
+    def describe(self) -> str:
+        routes = {}
+        for unit, plan in zip(self.units, self.plans):
+            key = plan.method + (f"/{plan.operator}" if plan.operator else "")
+            routes.setdefault(unit.width_label, set()).add(key)
+        parts = [f"M_ST={w}: {', '.join(sorted(r))}" for w, r in routes.items()]
+        return f"{len(self.units)} run units ({'; '.join(parts)}); estimate {_duration(self.seconds)} of computing"
+
+
+def plan_study(config: StudyConfig, units=None, memory_bytes: int | None = None) -> StudyPlan:
+    """Plan every unit's route before anything runs; ValueError naming the unit and the sizes that would fit."""
+    units = run_units(config) if units is None else units
+    plans = []
+    for unit in units:
+        try:
+            plans.append(plan_route(unit_objective(config, unit), config.num_times, method=config.method,
+                                    memory_bytes=memory_bytes))
+        except ValueError as err:
+            raise ValueError(f"run unit d={unit.input_dim}, M_ST={unit.width_label}: {err}") from None
+    seconds = sum(p.seconds[p.method + (f"/{p.operator}" if p.operator else "")] for p in plans)
+    return StudyPlan(tuple(units), tuple(plans), seconds)
+
+
+def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
+    """Run one unit: its records (one per teacher width), curves and seconds, JSON-ready."""
+    clock = time.perf_counter()
+    inputs = build_inputs(config, unit.input_dim)
+    target = build_target(config, unit.input_dim, inputs)
+    student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
+    teachers = build_teachers(config, unit.input_dim, unit.teacher_widths, unit.seed)
+    times = config.time_grid()
+    options = {}
+    if config.own_data:
+        data = load_own_data(config, unit.input_dim)
+        heldout = data["heldout"] if data["heldout_labels"] is None else Samples(
+            jnp.asarray(data["heldout"], config.dtype), jnp.asarray(data["heldout_labels"], config.dtype))
+        options = dict(samples=data["inputs"], labels=data["labels"], heldout=heldout)
+    elif config.finite_samples:
+        options = dict(samples=config.samples, sample_seed=unit.seed, teacher_data=config.teacher_data,
+                       student_data=config.student_data)
+    result = weak_to_strong(student, teachers, target, inputs, times, method=config.method, rcond=config.rcond,
+                            teacher_time=config.teacher_time, **options)
+    result = jax.device_get(result)
+    records, curves = [], []
+    route = result.route.method + (f"/{result.route.operator}" if result.route.operator else "")
+    for k, width in enumerate(unit.teacher_widths):
+        r = result.select(k)
+        record = {
+            "input_dim": unit.input_dim, "student_width": unit.width_label if math.isinf(unit.student_width)
+            else int(unit.student_width), "teacher_width": width, "seed": unit.seed,
+            "samples": int(options["samples"].shape[0]) if config.own_data else config.samples,
+            **{name: float(getattr(r, name)) for name in RECORD_FLOATS[:7]},
+            "best_time_location": LOCATIONS[int(r.best_time_location)],
+            "route": route, "blocks": result.route.blocks,
+            "error_estimate": {name: float(v) for name, v in dataclasses.asdict(r.error).items()},
+        }
+        if config.ridge:
+            strengths = jnp.asarray(np.sort(1 / times))
+            mu, loss, _ = best_strength(r.problem, strengths, ridge_loss(r.problem, strengths))
+            record.update(ridge_best_strength=float(mu), ridge_best_student_loss=float(loss),
+                          ridge_ratio=float(loss / r.teacher_loss))
+        records.append(json_safe(record))
+        curves.append(json_safe(np.asarray(r.student_loss).tolist()))
+    return {"key": unit.key, "signature": unit.signature, "records": records, "curves": curves,
+            "route": result.route.to_dict(), "seconds": time.perf_counter() - clock}
+
+
+def _load_unit(path: Path, unit: RunUnit) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("signature") != unit.signature:
+        return None
+    records, curves = data.get("records"), data.get("curves")
+    if not isinstance(records, list) or not isinstance(curves, list) or len(records) != len(unit.teacher_widths):
+        return None
+    needed = set(RECORD_FLOATS[:7]) | {"input_dim", "student_width", "teacher_width", "seed"}
+    if not all(isinstance(r, dict) and needed <= set(r) for r in records) or "seconds" not in data:
+        return None  # a damaged or foreign file is recomputed, never trusted
+    return data
+
+
+def clear_runs(out) -> int:
+    """Delete the run files (and leftover temporary files) under ``out/runs``; returns how many."""
+    folder = Path(out) / RUNS_FOLDER
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.iterdir():
+        if path.is_file() and (path.suffix == ".json" or path.name.endswith(".tmp")):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def check_output_folder(out) -> Path:
+    """The output folder, created and tested for writing before any work (ValueError saying what to change)."""
+    folder = Path(out)
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output folder {str(folder)!r}: {str(parent)!r} is a file; give a folder path")
+            break
+    runs = folder / RUNS_FOLDER
+    if runs.exists() and not runs.is_dir():
+        raise ValueError(f"{str(runs)!r} is a file; remove it or give another output folder")
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        probe = runs / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {str(folder)!r} ({err.strerror}); give a writable folder") from None
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Power-law fits
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerLawFit:
+    """L_ST* ≈ prefactor · L_TE^exponent.
+
+    Attributes:
+      exponent: mean of the per-seed least-squares slopes of log L_ST* on log L_TE.
+      exponent_stderr: standard error of that mean (std/√n over seeds); with one seed, the slope's
+        least-squares standard error (NaN with fewer than three points).
+      prefactor: exp of the mean per-seed intercept.
+      seed_exponents: the per-seed slopes.
+      num_points: points used in all.
+    """
+
+    exponent: float
+    exponent_stderr: float
+    prefactor: float
+    seed_exponents: tuple
+    num_points: int
+
+    def to_dict(self) -> dict:
+        return json_safe(dataclasses.asdict(self))
+
+
+def fit_power_law(teacher_loss, student_loss, seeds) -> PowerLawFit:
+    """Fit L_ST* = C · L_TE^k per seed (least squares in log–log) and combine over seeds."""
+    x_all, y_all, s_all = (np.asarray(a, dtype=np.float64) for a in (teacher_loss, student_loss, seeds))
+    if not (x_all.shape == y_all.shape == s_all.shape) or x_all.ndim != 1:
+        raise ValueError("teacher_loss, student_loss and seeds must be 1-D arrays of the same length")
+    slopes, intercepts, stderr_single, points = [], [], math.nan, 0
+    for seed in np.unique(s_all):
+        keep = (s_all == seed) & (x_all > 0) & (y_all > 0) & np.isfinite(x_all) & np.isfinite(y_all)
+        x, y = np.log(x_all[keep]), np.log(y_all[keep])
+        if x.size < 2 or np.ptp(x) == 0:
+            continue
+        slope, intercept = np.polyfit(x, y, 1)
+        slopes.append(float(slope))
+        intercepts.append(float(intercept))
+        points += x.size
+        if x.size > 2:
+            resid = y - (slope * x + intercept)
+            stderr_single = float(np.sqrt(resid @ resid / (x.size - 2) / np.sum((x - x.mean()) ** 2)))
+    if not slopes:
+        raise ValueError("a power-law fit needs, for some seed, two or more teacher widths with distinct L_TE > 0")
+    n = len(slopes)
+    stderr = float(np.std(slopes, ddof=1) / math.sqrt(n)) if n > 1 else stderr_single
+    return PowerLawFit(float(np.mean(slopes)), stderr, float(np.exp(np.mean(intercepts))), tuple(slopes), points)
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyResult:
+    """A study's aggregate.
+
+    Attributes:
+      config: the StudyConfig.
+      times: (T,) stopping times.
+      records: one dict per (unit, teacher width) with the figures of merit, route and error estimates.
+      curves: (n_records, T) L_ST(t), aligned with ``records``.
+      fits: one dict per group with the power-law fit (where one is possible).
+      seconds_computed: seconds of the units computed by this call; seconds_reused: of the units read back.
+      wall_seconds: wall time of this call.
+      runs_computed, runs_reused: run units computed now / read back from an earlier call.
+      environment: versions, device, precision.
+    """
+
+    config: StudyConfig
+    times: np.ndarray
+    records: list
+    curves: np.ndarray
+    fits: list
+    seconds_computed: float
+    seconds_reused: float
+    wall_seconds: float
+    runs_computed: int
+    runs_reused: int
+    environment: dict
+
+    def to_dict(self) -> dict:
+        return json_safe({
+            "config": self.config.to_dict(), "environment": self.environment,
+            "seconds": {"computed_now": self.seconds_computed, "reused_from_earlier_runs": self.seconds_reused,
+                        "wall": self.wall_seconds},
+            "runs_computed": self.runs_computed, "runs_reused": self.runs_reused,
+            "records": self.records, "fits": self.fits,
+        })
+
+
+def group_label(config: StudyConfig, record: dict) -> str:
+    """Runs fitted together: same d and M_ST; with d tied to M_TE, same student rule M_ST = k·d."""
+    width = record["student_width"]
+    if config.input_dim_exponent is not None:
+        if config.student_widths_per_dim:
+            return f"M_ST = {width // record['input_dim']}d"
+        return f"M_ST = {width}"
+    return f"d = {record['input_dim']}, M_ST = {width}"
+
+
+def run_name(record: dict) -> str:
+    return f"d{record['input_dim']}_mst{record['student_width']}_mte{record['teacher_width']}_seed{record['seed']}"
+
+
+def _fits(config: StudyConfig, records: list) -> list:
+    fits = []
+    for label in dict.fromkeys(r["group"] for r in records):
+        rows = [r for r in records if r["group"] == label]
+        if len({r["teacher_width"] for r in rows}) < 2:
+            continue
+        try:
+            fit = fit_power_law([r["teacher_loss"] for r in rows], [r["best_student_loss"] for r in rows],
+                                [r["seed"] for r in rows])
+        except ValueError:
+            continue
+        entry = {"group": label, "input_dim": rows[0]["input_dim"] if config.input_dim_exponent is None else None,
+                 "student_width": rows[0]["student_width"]}
+        entry.update(fit.to_dict())
+        fits.append(entry)
+    return fits
+
+
+def run_study(config: StudyConfig, out=None, *, fresh: bool = False, progress: bool = True, plots: bool = True,
+              memory_bytes: int | None = None, on_plan=None) -> StudyResult:
+    """Run a study; with ``out``, store each unit in ``out/runs/`` as it finishes (reusing the ones already there
+    unless ``fresh``) and write results.json, curves.csv, config.toml and the figures.
+
+    ``on_plan(plan, todo)`` is called once the study is planned, before any unit runs (the CLI prints the
+    estimate there). A KeyboardInterrupt leaves every finished unit saved; it propagates as ``Interrupted``
+    with the counts."""
+    from tqdm.auto import tqdm
+
+    clock = time.perf_counter()
+    units = run_units(config)
+    folder = None if out is None else check_output_folder(out)
+    if folder is not None and fresh:
+        clear_runs(folder)
+    done, todo = {}, []
+    for unit in units:
+        data = _load_unit(folder / RUNS_FOLDER / f"{unit.key}.json", unit) if folder is not None else None
+        if data is None:
+            todo.append(unit)
+        else:
+            done[unit.key] = data
+    reused = len(done)
+    plan = plan_study(config, todo, memory_bytes)
+    if on_plan is not None:
+        on_plan(plan, todo)
+    bar = tqdm(total=len(units), initial=reused, desc=config.name, unit="run", disable=not progress, leave=False)
+    computed = 0
+    try:
+        for unit in todo:
+            bar.set_postfix_str(f"d={unit.input_dim} M_ST={unit.width_label} seed={unit.seed}")
+            data = compute_unit(config, unit)
+            if folder is not None:
+                atomic_write_json(folder / RUNS_FOLDER / f"{unit.key}.json", data)
+            done[unit.key] = data
+            computed += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        raise Interrupted(reused + computed, len(units), folder) from None
+    finally:
+        bar.close()
+    return _aggregate(config, units, done, todo, reused, folder, plots, clock)
+
+
+class Interrupted(Exception):
+    """A study stopped by Ctrl-C; ``saved`` of ``total`` units are on disk in ``folder``."""
+
+    def __init__(self, saved: int, total: int, folder):
+        super().__init__(f"{saved} of {total} run units saved")
+        self.saved, self.total, self.folder = saved, total, folder
+
+
+def _aggregate(config, units, done, todo, reused, folder, plots, clock) -> StudyResult:
+    records, curves = [], []
+    todo_keys = {u.key for u in todo}
+    seconds_now = seconds_before = 0.0
+    for unit in units:
+        data = done[unit.key]
+        if unit.key in todo_keys:
+            seconds_now += float(data["seconds"])
+        else:
+            seconds_before += float(data["seconds"])
+        for rec, curve in zip(data["records"], data["curves"]):
+            rec = {k: (from_json_float(v) if k in RECORD_FLOATS else v) for k, v in rec.items()}
+            rec["run"] = run_name(rec)
+            rec["group"] = group_label(config, rec)
+            records.append(rec)
+            curves.append([from_json_float(v) for v in curve])
+    env = environment()
+    env["precision"] = config.precision
+    result = StudyResult(
+        config=config, times=config.time_grid(), records=records,
+        curves=np.asarray(curves, dtype=np.float64).reshape(len(records), config.num_times),
+        fits=_fits(config, records), seconds_computed=seconds_now, seconds_reused=seconds_before, wall_seconds=0.0,
+        runs_computed=len(todo), runs_reused=reused, environment=env,
+    )
+    files = write_outputs(result, folder, plots=plots) if folder is not None else []
+    result = dataclasses.replace(result, wall_seconds=time.perf_counter() - clock)
+    if folder is not None:
+        atomic_write_json(folder / "results.json", {**result.to_dict(), "files": files})
+    return result
+
+
+CURVE_COLUMNS = ("run", "input_dim", "student_width", "teacher_width", "seed", "time", "student_loss",
+                 "teacher_loss", "loss_ratio")
+
+
+def curves_csv(result: StudyResult) -> str:
+    """CSV text in long format, one row per (run, time): the layout of every command's curves.csv."""
+    buf = io.StringIO()
+    buf.write(",".join(CURVE_COLUMNS) + "\n")
+    for rec, curve in zip(result.records, result.curves):
+        head = f"{rec['run']},{rec['input_dim']},{rec['student_width']},{rec['teacher_width']},{rec['seed']}"
+        lte = rec["teacher_loss"]
+        for t, value in zip(result.times, curve):
+            buf.write(f"{head},{t:.17g},{value:.17g},{lte:.17g},{value / lte:.17g}\n")
+    return buf.getvalue()
+
+
+def write_outputs(result: StudyResult, folder: Path, plots: bool = True) -> list:
+    """curves.csv, config.toml and the figures; returns the file names (results.json is written last)."""
+    atomic_write_text(folder / "curves.csv", curves_csv(result))
+    atomic_write_text(folder / "config.toml", config_to_toml(result.config))
+    files = ["results.json", "curves.csv", "config.toml"]
+    if plots:
+        from w2sjax.studies import plots as plotting
+
+        files += plotting.save_figures(result, folder)
+    return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Terminal summary
+# --------------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def summary_rows(result: StudyResult) -> list[dict]:
+    """One row per (group, M_TE): means over seeds (ratio also its spread over seeds), median t*."""
+    rows = []
+    keys = dict.fromkeys((r["group"], r["input_dim"], r["student_width"], r["teacher_width"]) for r in result.records)
+    for group, dim, m_st, m_te in keys:
+        sel = [r for r in result.records
+               if (r["group"], r["input_dim"], r["student_width"], r["teacher_width"]) == (group, dim, m_st, m_te)]
+        ratio = np.array([r["ratio"] for r in sel])
+        pgr = np.array([r["pgr"] for r in sel])
+        rows.append({
+            "group": group, "input_dim": dim, "student_width": m_st, "teacher_width": m_te, "seeds": len(sel),
+            "teacher_loss": float(np.mean([r["teacher_loss"] for r in sel])),
+            "best_student_loss": float(np.mean([r["best_student_loss"] for r in sel])),
+            "ratio": float(ratio.mean()), "ratio_sd": float(ratio.std(ddof=1)) if ratio.size > 1 else math.nan,
+            "best_time": float(np.median([r["best_time"] for r in sel])),
+            "pgr": float(np.mean(pgr)) if np.all(np.isfinite(pgr)) else math.nan,
+            "route": ", ".join(sorted({r["route"] for r in sel})),
+        })
+    return rows
+
+
+def summary_table(result: StudyResult) -> str:
+    """Plain-text table: means over seeds, ± the spread (sample standard deviation) over seeds; the fitted
+    exponents ± their standard error; where the time went."""
+    head = (f"{'d':>6} {'M_ST':>7} {'M_TE':>6} {'seeds':>5} {'L_TE':>10} {'L_ST*':>10} "
+            f"{'L_ST*/L_TE (± sd)':>19} {'t* (median)':>12} {'PGR':>7}  route")
+    lines = [head, "-" * len(head)]
+    for r in summary_rows(result):
+        spread = "" if math.isnan(r["ratio_sd"]) else f" ± {r['ratio_sd']:.3f}"
+        pgr = "    n/a" if math.isnan(r["pgr"]) else f"{r['pgr']:>7.3f}"
+        lines.append(
+            f"{r['input_dim']:>6} {str(r['student_width']):>7} {r['teacher_width']:>6} {r['seeds']:>5} "
+            f"{r['teacher_loss']:>10.4g} {r['best_student_loss']:>10.4g} {r['ratio']:>9.4f}{spread:<10} "
+            f"{r['best_time']:>12.4g} {pgr}  {r['route']}"
+        )
+    if any(math.isnan(r["pgr"]) for r in summary_rows(result)):
+        lines.append("PGR n/a: the student cannot beat its teacher even on true labels (L_ceil >= L_TE)")
+    for fit in result.fits:
+        err = fit["exponent_stderr"]
+        err_text = "" if err is None else f" ± {err:.3f} (s.e. over seeds)"
+        lines.append(f"power law [{fit['group']}]: L_ST* ≈ {fit['prefactor']:.3g} · L_TE^{fit['exponent']:.3f}{err_text}")
+    now = f"computed {result.runs_computed} run units in {_duration(result.seconds_computed)}"
+    if result.runs_reused:
+        now += f"; reused {result.runs_reused} from earlier runs (they took {_duration(result.seconds_reused)})"
+    lines.append(f"time: {now}; wall {_duration(result.wall_seconds)}")
+    return "\n".join(lines)
