@@ -1,13 +1,9 @@
-"""Spreading the work over every device with ``jax.sharding``: the rows of G_train and the label batch.
+"""Spreading the Krylov route over every device with ``jax.sharding``: the rows of G_train.
 
-One ``Mesh`` with two named axes:
-
-- ``"tiles"``: the rows of the student (the row tiles of G_S, the Krylov basis and every vector indexed by
-  student features). ``ShardedGram`` computes G_S V with ``shard_map``: each device forms the kernel tiles of
-  its own rows against every column, so G_S is never stored and a product costs 1/n of the work per device;
-  the basis (M, K) is split by rows and its inner products are all-reduces that XLA inserts.
-- ``"batch"``: the label sets of the dense routes (teachers): ``shard_labels`` splits a batched objective's
-  labels over it, so each device scores its teachers against one replicated decomposition.
+A ``Mesh`` with the axis ``"tiles"`` holds the rows of the student (the row tiles of G_S, the Krylov basis and
+every vector indexed by student features). ``ShardedGram`` computes G_S V with ``shard_map``: each device
+forms the kernel tiles of its own rows against every column, so G_S is never stored and a product costs 1/n of
+the work per device; the basis (M, K) is split by rows and its inner products are all-reduces that XLA inserts.
 
 Multi-host: call ``jax.distributed.initialize()`` (or ``initialize_distributed``) on every process before any
 other JAX call; ``jax.devices()`` then lists every process's devices, ``device_mesh`` spans them, arrays are
@@ -31,7 +27,7 @@ from w2sjax._checks import check_positive_int
 from w2sjax.features import RandomFeatures, feature_gram
 from w2sjax.inputs import pytree, static_field
 
-BATCH, TILES = "batch", "tiles"
+TILES = "tiles"
 
 
 def initialize_distributed(**kwargs) -> None:
@@ -39,20 +35,13 @@ def initialize_distributed(**kwargs) -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def device_mesh(batch: int = 1, tiles: int | None = None, devices=None) -> Mesh:
-    """A Mesh of shape (batch, tiles) with axes ("batch", "tiles") over ``devices`` (default: every device of
-    every process); ``tiles`` defaults to the devices left over by ``batch``."""
+def device_mesh(tiles: int | None = None, devices=None) -> Mesh:
+    """A Mesh with the axis "tiles" over ``tiles`` of ``devices`` (default: every device of every process)."""
     devices = list(jax.devices() if devices is None else devices)
-    batch = check_positive_int(batch, "batch")
-    if tiles is None:
-        if len(devices) % batch:
-            raise ValueError(f"batch={batch} does not divide the {len(devices)} devices; pick a divisor")
-        tiles = len(devices) // batch
-    tiles = check_positive_int(tiles, "tiles")
-    if batch * tiles > len(devices):
-        raise ValueError(f"a {batch}×{tiles} mesh needs {batch * tiles} devices; there are {len(devices)}")
-    grid = np.asarray(devices[: batch * tiles], dtype=object).reshape(batch, tiles)
-    return Mesh(grid, (BATCH, TILES))
+    tiles = len(devices) if tiles is None else check_positive_int(tiles, "tiles")
+    if tiles > len(devices):
+        raise ValueError(f"a mesh of {tiles} devices needs {tiles}; there are {len(devices)}")
+    return Mesh(np.asarray(devices[:tiles], dtype=object), (TILES,))
 
 
 def global_array(host, sharding: NamedSharding) -> jax.Array:
@@ -137,18 +126,3 @@ def sharded_gram(features: RandomFeatures, inputs, mesh: Mesh, tile_rows: int) -
     weights = global_array(np.asarray(features.weights), NamedSharding(mesh, P(TILES, None)))
     width, inputs = replicate_tree((features.width, inputs), mesh)
     return ShardedGram(RandomFeatures(weights, width, features.activation), inputs, int(tile_rows), mesh)
-
-
-def shard_labels(tree, mesh: Mesh):
-    """Global arrays with the leading axis of every leaf split over "batch" (padded to a multiple of its size
-    by repeating the last entry); returns (tree, n) with n the unpadded length."""
-    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    extra = -n % mesh.shape[BATCH]
-
-    def place(x):
-        x = np.asarray(x)
-        if extra:
-            x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
-        return global_array(x, NamedSharding(mesh, P(BATCH, *(None,) * (x.ndim - 1))))
-
-    return jax.tree_util.tree_map(place, tree), n

@@ -557,8 +557,10 @@ def curves_csv(result: StudyResult) -> str:
     for rec, curve in zip(result.records, result.curves):
         head = f"{rec['run']},{rec['input_dim']},{rec['student_width']},{rec['teacher_width']},{rec['seed']}"
         lte = rec["teacher_loss"]
-        for t, value in zip(result.times, curve):
-            buf.write(f"{head},{t:.17g},{value:.17g},{lte:.17g},{value / lte:.17g}\n")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.asarray(curve) / lte  # an exact teacher (L_TE = 0) gives inf
+        for t, value, r in zip(result.times, curve, ratio):
+            buf.write(f"{head},{t:.17g},{value:.17g},{lte:.17g},{r:.17g}\n")
     return buf.getvalue()
 
 
