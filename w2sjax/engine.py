@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 import warnings
 
 import jax
@@ -78,6 +79,24 @@ def device_memory_bytes(device=None) -> int:
         return int(HOST_MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return DEFAULT_MEMORY_BYTES
+
+
+def check_model_sizes(student_width, teacher_widths, dim: int, itemsize: int = 8, *, teachers_per_batch: int | None = None,
+                      memory_bytes: int | None = None) -> None:
+    """ValueError, before any weights are drawn, when the weights (M_ST + Σ M_TE) × d or the teachers' dense fits
+    (n × 5 M_TE² numbers: teachers use eigh) cannot fit in memory. ``student_width`` may be ∞ (no weights)."""
+    memory = device_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    rows = (0 if math.isinf(student_width) else int(student_width)) + sum(int(m) for m in teacher_widths)
+    weights = rows * int(dim) * itemsize
+    if weights > memory:
+        raise ValueError(f"the weights alone ({rows:,} features × d = {int(dim):,}) need {weights / GIB:.3g} GiB but "
+                         f"{memory / GIB:.3g} GiB is available; use a smaller input dimension or fewer features")
+    widest = max(int(m) for m in teacher_widths)
+    n = len(teacher_widths) if teachers_per_batch is None else teachers_per_batch
+    fits = n * EIGH_MATRICES * widest * widest * itemsize
+    if fits > memory:
+        raise ValueError(f"fitting {n} teacher(s) of up to M_TE = {widest:,} features (dense, padded to the widest) "
+                         f"needs {fits / GIB:.3g} GiB but {memory / GIB:.3g} GiB is available; use narrower teachers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,30 +267,34 @@ def solve_objective(
     memory_bytes: int | None = None,
     with_basis: bool = False,
     progress=None,
+    timings: dict | None = None,
 ):
     """Every figure of merit of every label set of ``objective`` on ``times`` (increasing, positive).
 
     Returns:
       (W2SResult batched over the label sets, Decomposition, Plan). The result's ``route`` says how each
       quantity was obtained; ``error`` holds the estimates. The decomposition's basis is formed only
-      ``with_basis`` (weights of the trained model at any time: ``weights_at``).
+      ``with_basis`` (weights of the trained model at any time: ``weights_at``). ``timings``: a dict that
+      receives the seconds of each phase (each phase then waits for its arrays).
     """
     times = jnp.asarray(times, objective.features.weights.dtype)
     plan = plan_route(objective, int(times.shape[0]), method=method, operator=operator, memory_bytes=memory_bytes,
                       mesh=mesh, tile_rows=tile_rows, max_blocks=max_blocks)
-    if plan.method == "eigh":
-        decomposition = dense.eigh_route(objective, rcond=rcond)
-        how = (("all", "eigh of G_train: exact up to rounding (estimate r·ε·scale)"),)
-        result = _summarize(decomposition.problem, times, route=RouteInfo("eigh", None, plan.reason, 0, True, how))
-        return result, decomposition, plan
-    if plan.method == "factor":
-        decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
-        how = (("all", "eigh of FᵀF (G_train = F Fᵀ): exact up to rounding (estimate r·ε·scale)"),)
-        result = _summarize(decomposition.problem, times, route=RouteInfo("factor", None, plan.reason, 0, True, how))
+    if plan.method in ("eigh", "factor"):
+        watch = Stopwatch(timings)
+        if plan.method == "eigh":
+            decomposition = dense.eigh_route(objective, rcond=rcond)
+            how = (("all", "eigh of G_train: exact up to rounding (estimate r·ε·scale)"),)
+        else:
+            decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
+            how = (("all", "eigh of FᵀF (G_train = F Fᵀ): exact up to rounding (estimate r·ε·scale)"),)
+        watch.lap("decomposition", decomposition)
+        result = _summarize(decomposition.problem, times, route=RouteInfo(plan.method, None, plan.reason, 0, True, how))
+        watch.lap("final figures", result)
         return result, decomposition, plan
     return _solve_krylov(objective, times, plan, rcond=rcond, tol=tol, time_rtol=time_rtol, max_blocks=max_blocks,
                          check_every=check_every, tile_rows=tile_rows, mesh=mesh, with_basis=with_basis,
-                         progress=progress)
+                         progress=progress, timings=timings)
 
 
 def _krylov_operator(objective: Objective, kind: str, tile_rows: int, mesh):
@@ -323,8 +346,24 @@ def remaining_error(change: float, last_change: float) -> float:
     return 10 * change
 
 
+class Stopwatch:
+    """Seconds per phase, each phase ended by waiting for its arrays (only when timings are asked for)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+        self.clock = time.perf_counter()
+
+    def lap(self, phase: str, *arrays):
+        if self.timings is None:
+            return
+        jax.block_until_ready(arrays)
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self.clock
+        self.clock = now
+
+
 def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, check_every, tile_rows, mesh,
-                  with_basis, progress):
+                  with_basis, progress, timings):
     from w2sjax.routes.sharding import to_host
 
     m = objective.features.rows
@@ -336,11 +375,14 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
         else:
             tile_rows = operators.default_square_tile_rows(m, itemsize=itemsize)
     rcond = default_rcond(m, objective.features.weights.dtype) if rcond is None else float(rcond)
+    watch = Stopwatch(timings)
     padded, op = _krylov_operator(objective, plan.operator, int(tile_rows), mesh)
+    watch.lap("gram", op)
     n = label_count(objective)
     max_blocks = min(check_positive_int(max_blocks, "max_blocks"), -(-m // (n + 1)) + 1)
     capacity = min(max_blocks, max(INITIAL_CAPACITY, predicted_blocks(m, itemsize)))
     state = krylov.krylov_start(padded, op, capacity, int(tile_rows))
+    watch.lap("label moments", state)
     scale = float(to_host(state.energy))
     steps, previous, last_change = 0, None, math.inf
     converged = exhausted = False
@@ -350,6 +392,7 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
             state = krylov.krylov_grow(state, min(2 * state.capacity, max_blocks))
         stop = min(steps + check_every, state.capacity, max_blocks)
         state = krylov.krylov_advance(state, jnp.int32(steps), jnp.int32(stop))
+        watch.lap("blocks", state)
         steps = stop
         decomposition, dimension, next_norm = krylov.krylov_decomposition(state, jnp.int32(steps), rcond)
         result = _summarize(decomposition.problem, times)
@@ -361,6 +404,7 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
         if progress is not None:
             progress(steps, estimate / scale if scale > 0 else estimate)
         previous, last_change = current, change
+        watch.lap("checks")
         if exhausted or (estimate <= tol * scale and time_change <= time_rtol):
             converged = True
             break
@@ -382,6 +426,7 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
     result = _summarize(problem, times, route=info)
     t_error = jnp.maximum(time_error(problem, result.best_time, loss_error), time_estimate)
     result = dataclasses.replace(result, error=ErrorEstimate(loss_error, loss_error, t_error, loss_error, loss_error))
+    watch.lap("final figures", result)
     if not converged:
         warnings.warn(
             f"the Krylov quadrature did not reach tol={tol:g}·s* (t* rtol {time_rtol:g}) within {steps} blocks: "

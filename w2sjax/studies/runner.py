@@ -227,8 +227,34 @@ class StudyPlan:
         return f"{len(self.units)} run units ({'; '.join(parts)}); estimate {_duration(self.seconds)} of computing"
 
 
+MAX_UNITS = 100_000
+CURVE_MEMORY_FRACTION = 0.25
+
+
+def check_study_size(config: StudyConfig, memory_bytes: int | None = None) -> None:
+    """ValueError, before any unit is built, when the study is too large to hold: the number of run units,
+    the curves it keeps (records × times), or one unit's weights and teacher fits."""
+    from w2sjax.engine import check_model_sizes, device_memory_bytes
+
+    memory = device_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    problems = config.problems()
+    units = sum(len(config.student_widths_for(p.input_dim)) for p in problems) * len(config.seeds)
+    if units > MAX_UNITS:
+        raise ValueError(f"the study has {units:,} run units (widths × seeds × problems), more than {MAX_UNITS:,}; "
+                         "use fewer seeds or widths")
+    records = sum(len(config.student_widths_for(p.input_dim)) * len(p.teacher_widths) for p in problems)
+    curve_bytes = records * len(config.seeds) * config.num_times * 8
+    if curve_bytes > CURVE_MEMORY_FRACTION * memory:
+        raise ValueError(f"the curves of every run ({records * len(config.seeds):,} runs × {config.num_times:,} times) "
+                         f"need {curve_bytes / 2**30:.3g} GiB; use fewer times, seeds or widths")
+    for p in problems:  # weights are drawn in float64 whatever the precision
+        widest = max(config.student_widths_for(p.input_dim))
+        check_model_sizes(widest, p.teacher_widths, p.input_dim, 8, memory_bytes=memory)
+
+
 def plan_study(config: StudyConfig, units=None, memory_bytes: int | None = None) -> StudyPlan:
     """Plan every unit's route before anything runs; ValueError naming the unit and the sizes that would fit."""
+    check_study_size(config, memory_bytes)
     units = run_units(config) if units is None else units
     plans = []
     for unit in units:
@@ -474,6 +500,7 @@ def run_study(config: StudyConfig, out=None, *, fresh: bool = False, progress: b
     from tqdm.auto import tqdm
 
     clock = time.perf_counter()
+    check_study_size(config, memory_bytes)
     units = run_units(config)
     folder = None if out is None else check_output_folder(out)
     if folder is not None and fresh:
