@@ -222,7 +222,7 @@ def check_stage_times(stage_times, count: int) -> tuple:
     for k, t in enumerate(entries, start=1):
         if isinstance(t, str):
             if t != BEST:
-                raise ValueError(f"stage_times[{k - 1}] must be 'best' or a time >= 0; got {t!r}")
+                raise ValueError(f"stage_times[{k - 1}] (stage {k}) must be 'best' or a time >= 0; got {t!r}")
             out.append(BEST)
             continue
         if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not t >= 0:
