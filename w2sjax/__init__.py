@@ -8,6 +8,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from w2sjax.chains import ChainResult, chain, chain_stages  # noqa: E402
 from w2sjax.curves import (  # noqa: E402
     W2SResult,
     best_strength,

@@ -195,17 +195,25 @@ def _target_magnitude(target: Target) -> float:
     return largest
 
 
-def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=()):
-    """(student, teachers, target, inputs, points, Scales) at unit scale (concrete values; exact rescaling)."""
+def unit_features(features: RandomFeatures):
+    """(features with weights / s_U, s_U): s_U the power of two nearest max |U| (exact rescaling)."""
+    s_u = _power_of_two(float(np.max(np.abs(np.asarray(features.weights, np.float64)))))
+    return RandomFeatures(features.weights / s_u, features.width, features.activation), s_u
+
+
+def unit_teachers(teachers: RandomFeatures) -> RandomFeatures:
+    """A padded batch of teachers, each divided by its own power of two (a least-squares fit is invariant)."""
+    t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
+    t_scale = np.asarray([_power_of_two(float(v)) for v in t_scale], dtype=np.float64)
+    return RandomFeatures(teachers.weights / jnp.asarray(t_scale, teachers.weights.dtype)[:, None, None],
+                          teachers.width, teachers.activation)
+
+
+def unit_law(target: Target, inputs, points=()):
+    """(target, inputs, points, s_x, s_f) with the input variances and f* brought to unit scale (exact)."""
     from w2sjax.inputs import InputDistribution
     from w2sjax.targets import scale_target
 
-    s_u = _power_of_two(float(np.max(np.abs(np.asarray(student.weights, np.float64)))))
-    student = RandomFeatures(student.weights / s_u, student.width, student.activation)
-    t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
-    t_scale = np.asarray([_power_of_two(float(v)) for v in t_scale], dtype=np.float64)
-    teachers = RandomFeatures(teachers.weights / jnp.asarray(t_scale, teachers.weights.dtype)[:, None, None],
-                              teachers.width, teachers.activation)
     s_x = 1.0
     if isinstance(inputs, InputDistribution) and inputs.kind == "gaussian":
         top = float(np.max(np.asarray(inputs.variances, np.float64)))
@@ -217,6 +225,14 @@ def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target,
         points = tuple(None if p is None else p / math.sqrt(s_x) for p in points)
     s_f = _power_of_two(_target_magnitude(target))
     target = scale_target(target, 1.0 / s_f)
+    return target, inputs, points, s_x, s_f
+
+
+def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=()):
+    """(student, teachers, target, inputs, points, Scales) at unit scale (concrete values; exact rescaling)."""
+    student, s_u = unit_features(student)
+    teachers = unit_teachers(teachers)
+    target, inputs, points, s_x, s_f = unit_law(target, inputs, points)
     return student, teachers, target, inputs, points, Scales(s_u, s_x, s_f)
 
 
@@ -258,6 +274,30 @@ def check_finite_result(result: W2SResult, internal_best_time=None) -> None:
                 f"{name} is not finite: the problem's scales exceed what {value.dtype} represents (weights, "
                 "variances or target near 1e±150 and beyond); rescale them"
             )
+
+
+def check_problem(models, teachers: RandomFeatures, target: Target, inputs, times) -> np.ndarray:
+    """Validate the pieces every pipeline shares (concrete values): ``models`` ((features, name), …) and the
+    teachers fit the inputs, f* fits the inputs; returns the time grid as checked by ``check_increasing_times``."""
+    grid = check_increasing_times(times)
+    for features, name in models:
+        check_features(features, inputs, name)
+    check_features(RandomFeatures(teachers.weights[0], teachers.width[0], teachers.activation), inputs,
+                   "teacher features")
+    check_finite(np.asarray(teachers.weights), "teacher weights")
+    check_target_inputs(target, inputs)
+    return grid
+
+
+def against_teachers(result: W2SResult, teacher_loss, ceiling, ceiling_error) -> W2SResult:
+    """A student's result (batched over n teachers) with L_TE, L_ceil and the figures relative to the teacher:
+    ratio = L_ST*/L_TE, PGR = (L_TE − L_ST*)/(L_TE − L_ceil)."""
+    n = teacher_loss.shape[0]
+    ratio, pgr = gain_ratio(teacher_loss, result.best_student_loss, ceiling)
+    return dataclasses.replace(
+        result, teacher_loss=teacher_loss, ceiling_loss=jnp.broadcast_to(ceiling, (n,)), ratio=ratio, pgr=pgr,
+        error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,11 +360,7 @@ def weak_to_strong(
     traced = is_traced(student, batch, target, inputs, times)
     dtype = components(inputs)[0][1].dtype
     if not traced:
-        grid = check_increasing_times(times)
-        check_features(student, inputs, "student features")
-        check_features(RandomFeatures(batch.weights[0], batch.width[0], batch.activation), inputs, "teacher features")
-        check_finite(np.asarray(batch.weights), "teacher weights")
-        check_target_inputs(target, inputs)
+        grid = check_problem(((student, "student features"),), batch, target, inputs, times)
     else:
         grid = times
     points = None
@@ -401,11 +437,7 @@ def weak_to_strong(
     else:  # the true-label row: the student trained on f*, at its own best time
         ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
         result = result.select(slice(0, n))
-    ratio, pgr = gain_ratio(fit.loss, result.best_student_loss, ceiling)
-    result = dataclasses.replace(
-        result, teacher_loss=fit.loss, ceiling_loss=jnp.broadcast_to(ceiling, (n,)), ratio=ratio, pgr=pgr,
-        error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
-    )
+    result = against_teachers(result, fit.loss, ceiling, ceiling_error)
     if not traced:
         internal_best = result.best_time
         result = rescale(result, scales, grid)
