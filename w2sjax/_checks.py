@@ -5,6 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def is_traced(*trees) -> bool:
+    """Any leaf is a JAX tracer (inside jit, vmap or grad): concrete-value checks are skipped there."""
+    import jax
+
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be a positive integer; got {value!r}")

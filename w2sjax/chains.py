@@ -27,6 +27,7 @@ from w2sjax._checks import check_choice
 from w2sjax.curves import ErrorEstimate, W2SResult, time_error
 from w2sjax.engine import METHODS, solve_objective
 from w2sjax.features import RandomFeatures, model_function, sample_weights, student_weights
+from w2sjax._checks import is_traced
 from w2sjax.inputs import components, pytree
 from w2sjax.objectives import Law, Objective, check_objective
 from w2sjax.spectral import Decomposition
@@ -38,7 +39,6 @@ from w2sjax.w2s import (
     check_finite_result,
     check_problem,
     fit_teachers,
-    is_traced,
     rescale,
     teacher_functions,
     unit_features,

@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_choice, check_positive_int
-from w2sjax.curves import ErrorEstimate, RouteInfo, W2SResult, rounding_estimate, summarize, time_error
+from w2sjax import autodiff
+from w2sjax._checks import check_choice, check_positive_int, is_traced
+from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize, time_error
 from w2sjax.features import RandomFeatures, feature_gram
 from w2sjax.objectives import Law, Objective, factor_size, label_count
 from w2sjax.routes import dense, krylov, operators
@@ -175,8 +176,9 @@ def route_needs(objective: Objective, times: int, *, shards: int = 1, tile_rows:
 
 def plan_route(objective: Objective, times: int, *, method: str = "auto", operator: str = "auto",
                memory_bytes: int | None = None, mesh=None, tile_rows: int | None = None,
-               max_blocks: int = DEFAULT_MAX_BLOCKS) -> Plan:
+               max_blocks: int = DEFAULT_MAX_BLOCKS, dense_only: bool = False) -> Plan:
     """Choose the route: the requested one if it applies and fits, else (auto) the cheapest that fits.
+    ``dense_only``: consider only the dense routes (eigh, factor), as under jit/vmap/grad.
 
     Raises:
       ValueError: when the requested route does not apply or does not fit, or nothing fits; the message names
@@ -187,6 +189,8 @@ def plan_route(objective: Objective, times: int, *, method: str = "auto", operat
     memory = device_memory_bytes() if memory_bytes is None else int(memory_bytes)
     shards = 1 if mesh is None else int(mesh.shape["tiles"])
     needs = route_needs(objective, times, shards=shards, tile_rows=tile_rows, max_blocks=max_blocks)
+    if dense_only:
+        needs = {k: v for k, v in needs.items() if k in ("eigh", "factor")}
     needed = {k: int(v[0]) for k, v in needs.items()}
     seconds = {k: float(v[1]) for k, v in needs.items()}
     fits = {k: v <= memory for k, v in needed.items()}
@@ -278,18 +282,31 @@ def solve_objective(
       receives the seconds of each phase (each phase then waits for its arrays).
     """
     times = jnp.asarray(times, objective.features.weights.dtype)
+    traced = is_traced(objective, times)
+    if traced and method == "krylov":
+        raise ValueError("method='krylov' runs a host-side loop (its stopping rule reads values on the host) and "
+                         "cannot run under jit, vmap or grad; use method='eigh', 'factor' or 'auto' there")
     plan = plan_route(objective, int(times.shape[0]), method=method, operator=operator, memory_bytes=memory_bytes,
-                      mesh=mesh, tile_rows=tile_rows, max_blocks=max_blocks)
+                      mesh=mesh, tile_rows=tile_rows, max_blocks=max_blocks, dense_only=traced)
     if plan.method in ("eigh", "factor"):
         watch = Stopwatch(timings)
         if plan.method == "eigh":
-            decomposition = dense.eigh_route(objective, rcond=rcond)
             how = (("all", "eigh of G_train: exact up to rounding (estimate r·ε·scale)"),)
         else:
-            decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
             how = (("all", "eigh of FᵀF (G_train = F Fᵀ): exact up to rounding (estimate r·ε·scale)"),)
+        route = RouteInfo(plan.method, None, plan.reason, 0, True, how)
+        if objective.population:  # exact derivatives (autodiff): same forward values
+            solution = autodiff.eigh_solution if plan.method == "eigh" else autodiff.factor_solution
+            args = (rcond, route) if plan.method == "eigh" else (rcond, route, with_basis)
+            result, decomposition = solution(objective, times, *args)
+            watch.lap("decomposition and figures", result)
+            return result, decomposition, plan
+        if plan.method == "eigh":
+            decomposition = dense.eigh_route(objective, rcond=rcond)
+        else:
+            decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
         watch.lap("decomposition", decomposition)
-        result = _summarize(decomposition.problem, times, route=RouteInfo(plan.method, None, plan.reason, 0, True, how))
+        result = _summarize(decomposition.problem, times, route=route)
         watch.lap("final figures", result)
         return result, decomposition, plan
     return _solve_krylov(objective, times, plan, rcond=rcond, tol=tol, time_rtol=time_rtol, max_blocks=max_blocks,

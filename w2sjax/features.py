@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_choice, check_finite, check_positive_int
+from w2sjax._checks import check_choice, check_finite, check_positive_int, is_traced
 from w2sjax.inputs import default_float, input_dim, pytree, static_field
 from w2sjax.kernels import unit_moment, unit_values
 from w2sjax.targets import NetworkTarget, Target, units_target_moment
@@ -53,8 +53,13 @@ class RandomFeatures:
 
 
 def random_features(weights, activation: str = "relu", dtype=None) -> RandomFeatures:
-    """Wrap explicit weights (M, d), used exactly as given."""
+    """Wrap explicit weights (M, d), used exactly as given (traced weights: checked for shape only)."""
     check_choice(activation, ACTIVATIONS, "activation")
+    if is_traced(weights):
+        if jnp.ndim(weights) != 2 or 0 in jnp.shape(weights):
+            raise ValueError(f"weights must be a non-empty (M, d) matrix; got shape {jnp.shape(weights)}")
+        dtype = dtype or default_float()
+        return RandomFeatures(jnp.asarray(weights, dtype), jnp.asarray(jnp.shape(weights)[0], dtype), activation)
     w = np.asarray(weights)
     if np.iscomplexobj(w):
         raise ValueError(f"{activation} feature weights must be real; got complex values")
@@ -113,7 +118,7 @@ def check_features(f: RandomFeatures, inputs, name: str = "features") -> None:
     if f.dim != input_dim(inputs):
         raise ValueError(f"{name} have input dimension {f.dim} but the inputs have dimension {input_dim(inputs)}")
     check_choice(f.activation, ACTIVATIONS, f"{name} activation")
-    if not isinstance(f.weights, jax.core.Tracer):
+    if not is_traced(f.weights):
         check_finite(np.asarray(f.weights), f"{name} weights")
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_finite, check_positive_int
+from w2sjax._checks import check_finite, check_positive_int, is_traced
 
 INPUT_KINDS = ("gaussian", "sphere")
 
@@ -82,11 +82,19 @@ class InputDistribution:
 
 
 def gaussian_inputs(dim: int, variances=None, dtype=None, covariance=None) -> InputDistribution:
-    """x ~ N(0, Σ): identity by default, diagonal ``variances`` (d,), or a full ``covariance`` (d, d)."""
+    """x ~ N(0, Σ): identity by default, diagonal ``variances`` (d,), or a full ``covariance`` (d, d).
+    Traced values (under jit/vmap/grad) are checked for shape only."""
     check_positive_int(dim, "dim")
     dtype = dtype or default_float()
     if variances is not None and covariance is not None:
         raise ValueError("give the diagonal `variances` or the full `covariance`, not both")
+    if is_traced(variances, covariance):
+        given = covariance if covariance is not None else variances
+        shape = (dim, dim) if covariance is not None else (dim,)
+        if tuple(jnp.shape(given)) != shape:
+            raise ValueError(f"{'covariance' if covariance is not None else 'input variances'} must have shape "
+                             f"{shape}; got {tuple(jnp.shape(given))}")
+        return InputDistribution(jnp.asarray(given, dtype), "gaussian")
     if covariance is not None:
         cov = np.asarray(covariance, dtype=np.float64)
         if cov.shape != (dim, dim):

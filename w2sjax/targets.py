@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_choice, check_finite, check_positive_int
+from w2sjax._checks import check_choice, check_finite, check_positive_int, is_traced
 from w2sjax.inputs import components, default_float, input_dim, pytree, static_field
 from w2sjax.kernels import check_sphere_units, unit_mean, unit_moment, unit_values
 
@@ -83,7 +83,12 @@ TARGET_TYPES = (LinearTarget, HermiteTarget, NetworkTarget, SumTarget)
 # --------------------------------------------------------------------------------------------------
 
 
-def _vector(beta, name: str) -> np.ndarray:
+def _vector(beta, name: str):
+    """A checked float64 vector; a traced one (jit/vmap/grad) is checked for shape only."""
+    if is_traced(beta):
+        if jnp.ndim(beta) != 1 or jnp.size(beta) == 0:
+            raise ValueError(f"{name} must be a non-empty vector of shape (d,); got shape {jnp.shape(beta)}")
+        return beta
     b = np.asarray(beta)
     if np.iscomplexobj(b):
         raise ValueError(f"{name} must be real; got complex values")
@@ -104,15 +109,22 @@ def hermite_target(beta, degree: int, scale: float = 1.0, dtype=None) -> Hermite
     b = _vector(beta, "beta")
     if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 0:
         raise ValueError(f"Hermite degree must be an integer >= 0; got {degree!r}")
-    if not np.isfinite(scale) or np.iscomplexobj(scale):
+    if not is_traced(scale) and (not np.isfinite(scale) or np.iscomplexobj(scale)):
         raise ValueError(f"Hermite target scale must be a finite real number; got {scale!r}")
     dtype = dtype or default_float()
-    return HermiteTarget(jnp.asarray(b, dtype), jnp.asarray(float(scale), dtype), int(degree))
+    scale = jnp.asarray(scale if is_traced(scale) else float(scale), dtype)
+    return HermiteTarget(jnp.asarray(b, dtype), scale, int(degree))
 
 
 def network_target(inner, outer, activation: str = "relu", dtype=None) -> NetworkTarget:
     """Σ_j a_j σ(v_jᵀx) for V = inner (k, d), a = outer (k,)."""
     check_choice(activation, NETWORK_ACTIVATIONS, "network activation")
+    dtype = dtype or default_float()
+    if is_traced(inner, outer):
+        if jnp.ndim(inner) != 2 or jnp.shape(outer) != jnp.shape(inner)[:1]:
+            raise ValueError(f"network weights must be inner (units, d) and outer (units,); got shapes "
+                             f"{jnp.shape(inner)} and {jnp.shape(outer)}")
+        return NetworkTarget(jnp.asarray(inner, dtype), jnp.asarray(outer, dtype), activation)
     v = np.asarray(inner, dtype=np.float64)
     a = np.asarray(outer, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] == 0 or v.shape[1] == 0:
@@ -121,7 +133,6 @@ def network_target(inner, outer, activation: str = "relu", dtype=None) -> Networ
         raise ValueError(f"network outer weights must have shape ({v.shape[0]},), one per unit; got {a.shape}")
     check_finite(v, "network inner weights")
     check_finite(a, "network outer weights")
-    dtype = dtype or default_float()
     return NetworkTarget(jnp.asarray(v, dtype), jnp.asarray(a, dtype), activation)
 
 
@@ -252,8 +263,9 @@ def check_target_inputs(target: Target, inputs) -> None:
         raise ValueError(f"target dimension {d} does not match the input dimension {input_dim(inputs)}")
     sphere = any(law.kind == "sphere" for _, law in components(inputs))
     for kind, degree, directions, coef in target_units(target):
-        check_finite(np.asarray(directions), "target directions")
-        check_finite(np.asarray(coef), "target coefficients")
+        if not is_traced(directions, coef):
+            check_finite(np.asarray(directions), "target directions")
+            check_finite(np.asarray(coef), "target coefficients")
         if sphere:
             check_sphere_units(kind, degree, "target")
 

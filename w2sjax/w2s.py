@@ -20,12 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_finite
+from w2sjax._checks import check_finite, is_traced
+from w2sjax.autodiff import teacher_solution
 from w2sjax.curves import W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response
 from w2sjax.engine import solve_objective
 from w2sjax.features import RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
-from w2sjax.objectives import Law, Objective, Samples, batch_targets, check_objective
+from w2sjax.objectives import Law, Objective, Samples, check_objective
 from w2sjax.routes.dense import eigh_decomposition
 from w2sjax.spectral import Decomposition, inverse_sqrt
 from w2sjax.targets import Target, check_target_inputs, target_values
@@ -87,6 +88,8 @@ def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=Non
     def one(weights, width):
         model = RandomFeatures(weights, width, teachers.activation)
         objective = Objective(model, (one_label(target),), target, train, evaluation)
+        if objective.population:  # exact derivatives (autodiff): same forward values
+            return teacher_solution(objective, time, rcond)
         decomposition = eigh_decomposition(objective, rcond)
         problem = decomposition.problem
         lam = problem.eigenvalues
@@ -113,10 +116,6 @@ TRAINING_DATA = ("samples", "population")
 SAMPLE_STREAM = 2  # samples of seed s come from fold_in(key(s), 2); weights use streams 0 and 1
 
 
-def is_traced(*trees) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
-
-
 def check_increasing_times(times, name: str = "times") -> np.ndarray:
     """A non-empty 1-D array of finite, positive, strictly increasing times."""
     return np.asarray(checked_grid(times, name), dtype=np.float64)
@@ -127,10 +126,19 @@ def _power_of_two(value: float) -> float:
     return float(2.0 ** round(math.log2(value))) if value > 0 and math.isfinite(value) else 1.0
 
 
+def _traced_power_of_two(value, even: bool = False):
+    """2^round(log2 value) of a traced value (a power of four when ``even``), held constant for derivatives."""
+    v = jax.lax.stop_gradient(jnp.asarray(value))
+    ok = (v > 0) & jnp.isfinite(v)
+    k = jnp.round(jnp.log2(jnp.where(ok, v, 1.0))).astype(jnp.int32)
+    if even:
+        k = k + (k % 2)
+    return jnp.where(ok, jnp.ldexp(jnp.ones_like(v), k), 1.0)
+
+
 def draw_samples(inputs, n: int, seed: int) -> jax.Array:
     """n samples (n, d) of seed ``seed``, from the key fold_in(key(seed), 2)."""
     from w2sjax._checks import check_positive_int
-    from w2sjax.inputs import sample_inputs
 
     check_positive_int(n, "n (number of samples)")
     law = components(inputs)[0][1] if len(components(inputs)) == 1 else inputs
@@ -139,7 +147,6 @@ def draw_samples(inputs, n: int, seed: int) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("n",))
 def _draw(law, key, n):
-    from w2sjax.inputs import sample_inputs
 
     return sample_inputs(law, key, n)
 
@@ -180,10 +187,16 @@ def _scale_directions(target: Target, factor: float) -> Target:
     return SumTarget(tuple(out)) if isinstance(target, SumTarget) else out[0]
 
 
-def _target_magnitude(target: Target) -> float:
-    """max over units of |coefficient| · ‖direction‖ (Hermite: |scale|), in float64 on the host."""
+def _target_magnitude(target: Target, traced: bool = False):
+    """max over units of |coefficient| · ‖direction‖ (Hermite: |scale|): in float64 on the host, or traced."""
     from w2sjax.targets import target_units
 
+    if traced:
+        parts = []
+        for kind, _, directions, coef in target_units(target):
+            size = jnp.abs(coef) if kind == "hermite" else jnp.abs(coef) * jnp.linalg.norm(directions, axis=-1)
+            parts.append(jnp.max(size))
+        return jnp.max(jnp.stack(parts))
     largest = 0.0
     for kind, _, directions, coef in target_units(target):
         coef = np.abs(np.asarray(coef, np.float64))
@@ -197,33 +210,49 @@ def _target_magnitude(target: Target) -> float:
 
 def unit_features(features: RandomFeatures):
     """(features with weights / s_U, s_U): s_U the power of two nearest max |U| (exact rescaling)."""
-    s_u = _power_of_two(float(np.max(np.abs(np.asarray(features.weights, np.float64)))))
+    if is_traced(features):
+        s_u = _traced_power_of_two(jnp.max(jnp.abs(features.weights)))
+    else:
+        s_u = _power_of_two(float(np.max(np.abs(np.asarray(features.weights, np.float64)))))
     return RandomFeatures(features.weights / s_u, features.width, features.activation), s_u
 
 
 def unit_teachers(teachers: RandomFeatures) -> RandomFeatures:
     """A padded batch of teachers, each divided by its own power of two (a least-squares fit is invariant)."""
-    t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
-    t_scale = np.asarray([_power_of_two(float(v)) for v in t_scale], dtype=np.float64)
-    return RandomFeatures(teachers.weights / jnp.asarray(t_scale, teachers.weights.dtype)[:, None, None],
-                          teachers.width, teachers.activation)
+    if is_traced(teachers):
+        t_scale = jax.vmap(_traced_power_of_two)(jnp.max(jnp.abs(teachers.weights), axis=(1, 2)))
+        t_scale = t_scale.astype(teachers.weights.dtype)
+    else:
+        t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
+        t_scale = jnp.asarray([_power_of_two(float(v)) for v in t_scale], dtype=teachers.weights.dtype)
+    return RandomFeatures(teachers.weights / t_scale[:, None, None], teachers.width, teachers.activation)
 
 
 def unit_law(target: Target, inputs, points=()):
-    """(target, inputs, points, s_x, s_f) with the input variances and f* brought to unit scale (exact)."""
+    """(target, inputs, points, s_x, s_f) with the input variances and f* brought to unit scale (exact).
+
+    Concrete values are scaled with Python floats; traced ones (jit/vmap/grad) with traced powers of two,
+    held constant for derivatives (the rescaling is an exact identity, so derivatives are unchanged)."""
     from w2sjax.inputs import InputDistribution
     from w2sjax.targets import scale_target
 
+    traced = is_traced(target, inputs, points)
     s_x = 1.0
     if isinstance(inputs, InputDistribution) and inputs.kind == "gaussian":
-        top = float(np.max(np.asarray(inputs.variances, np.float64)))
-        s_x = _power_of_two(top) if top > 0 else 1.0
-        if round(math.log2(s_x)) % 2:
-            s_x *= 2.0  # a power of four: √s_x is a power of two
+        if traced:
+            s_x = _traced_power_of_two(jnp.max(inputs.variances), even=True)
+            root = jnp.sqrt(s_x)
+        else:
+            top = float(np.max(np.asarray(inputs.variances, np.float64)))
+            s_x = _power_of_two(top) if top > 0 else 1.0
+            if round(math.log2(s_x)) % 2:
+                s_x *= 2.0  # a power of four: √s_x is a power of two
+            root = math.sqrt(s_x)
         inputs = InputDistribution(inputs.covariance / s_x, inputs.kind)
-        target = _scale_directions(target, math.sqrt(s_x))
-        points = tuple(None if p is None else p / math.sqrt(s_x) for p in points)
-    s_f = _power_of_two(_target_magnitude(target))
+        target = _scale_directions(target, root)
+        points = tuple(None if p is None else p / root for p in points)
+    magnitude = _target_magnitude(target, traced)
+    s_f = _traced_power_of_two(magnitude) if traced else _power_of_two(magnitude)
     target = scale_target(target, 1.0 / s_f)
     return target, inputs, points, s_x, s_f
 
@@ -241,7 +270,8 @@ def rescale(result: W2SResult, scales: Scales, times) -> W2SResult:
     from w2sjax.curves import ErrorEstimate
     from w2sjax.spectral import SpectralProblem
 
-    if scales == Scales():
+    concrete = all(isinstance(v, float) for v in (scales.student, scales.inputs, scales.target))
+    if concrete and scales == Scales():
         return dataclasses.replace(result, times=jnp.asarray(times, result.times.dtype))
     loss, ts = scales.loss, scales.time
     p = result.problem
@@ -398,14 +428,11 @@ def weak_to_strong(
                 raise ValueError(f"labels must have shape ({points.shape[0]},), one per sample; got {label_values.shape}")
             check_finite(np.asarray(label_values), "labels")
 
-    scales = Scales()
-    if not traced:
-        student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs,
-                                                                            (points, held))
-        if label_values is not None:
-            label_values = label_values / scales.target
-        if held_values is not None:
-            held_values = held_values / scales.target
+    student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs, (points, held))
+    if label_values is not None:
+        label_values = label_values / scales.target
+    if held_values is not None:
+        held_values = held_values / scales.target
     internal_times = jnp.asarray(grid, dtype) * scales.time
     law = Law(inputs)
     evaluation = None if held is None else Samples(held, target_values(target, held) if held_values is None
@@ -438,8 +465,8 @@ def weak_to_strong(
         ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
         result = result.select(slice(0, n))
     result = against_teachers(result, fit.loss, ceiling, ceiling_error)
+    internal_best = result.best_time
+    result = rescale(result, scales, grid)
     if not traced:
-        internal_best = result.best_time
-        result = rescale(result, scales, grid)
         check_finite_result(result, internal_best)
     return result.select(0) if single else result

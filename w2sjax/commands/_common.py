@@ -63,7 +63,7 @@ def add_times_option(p, default=DEFAULT_TIMES) -> None:
     )
 
 
-def time_grid(args) -> "np.ndarray":
+def time_grid(args):
     """The --times grid, checked: 0 < FIRST < LAST finite, NUM a whole number >= 2 and at most 100,000."""
     import math
 

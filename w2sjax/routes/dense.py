@@ -11,7 +11,6 @@ Both are exact at every time, ∞ included, up to rounding; both are pure and ji
 
 from __future__ import annotations
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
