@@ -1,18 +1,20 @@
-"""Discrete-step training with optax, scored by the exact population error, and discrete GD in closed form.
+"""Discrete-step training of a top layer with optax, scored by the exact population error.
 
 The top layer w of a random-feature model is trained from w = 0 on ½E[(f_w(x) − y(x))²] in one of two ways:
   population:  full-batch steps on ½wᵀGw − wᵀb with the exact moments G = E[φφᵀ], b = E[φy]
-               (gradient G w − b), e.g. ``optax.sgd(η)`` is gradient descent w_{k+1} = w_k − η(G w_k − b);
-  online:      each step draws a fresh minibatch x_1..x_B from the input distribution, labels y = f_T(x)
-               (``TeacherLabels``) or y = f*(x) (a target), and steps on ½·mean_j (f_w(x_j) − y_j)².
+               (gradient G w − b); ``optax.sgd(η)`` is then gradient descent w_{k+1} = w_k − η(G w_k − b);
+  online:      each step draws a fresh minibatch x_1..x_B from the input law, labels y_j = y(x_j) from a label
+               function (a teacher's function, a ``NetworkTarget``, or f* itself), and steps on
+               ½·mean_j (f_w(x_j) − y_j)².
 Both loops are one ``jax.lax.scan`` under ``jit`` and record, at chosen steps, the exact population error
-    L(w) = E[(f_w − f*)²] = wᵀGw − 2wᵀc + s* = Σ_i (√λ_i q_iᵀw − a*_i)² + R,   a* = Qᵀc/√λ,  R = s* − Σ a*²,
+    L(w) = E[(f_w − f*)²] = wᵀGw − 2wᵀc + s* = Σ_i (√λ_i q_iᵀw − a*_i)² + R,   a* = Qᵀc/√λ,  R = s* − ‖a*‖²,
 in its sum-of-squares form (no cancellation where L ≪ s*).
 
-Plain gradient descent with step η from w = 0 has the closed form
-    w_k = Q diag((1 − (1 − ηλ)^k)/λ) Qᵀ b      ((1 − (1 − ηλ)^k)/λ = kη at λ = 0),
-so its error is ``spectral.student_loss_from_decay`` with decay (1 − ηλ)^k; as η → 0 at fixed t = kη it tends
-to gradient flow, with |L_GD(k) − L_GF(kη)| ≤ ``gd_flow_bound(problem, η)`` = O(η) for ηλ_max < 1.
+The objective is an ``objectives.Objective`` trained and scored on one law (population); ``population_training``
+holds what the loops need: G and b (``objectives.train_gram`` / ``train_labels``) and the spectral form
+(``routes.dense``). Plain gradient descent has the closed form ρ_k = 1 − (1 − ηλ)^k (``curves.gd_response``,
+error ``curves.gd_loss``); as η → 0 at fixed t = kη it tends to gradient flow, with
+|L_GD(k) − L_GF(kη)| ≤ ``gd_flow_bound(problem, η)`` = O(η) for ηλ_max < 1.
 """
 
 from __future__ import annotations
@@ -20,58 +22,131 @@ from __future__ import annotations
 import dataclasses
 import math
 from functools import partial
-from typing import Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2sjax._checks import check_finite, check_positive_int
-from w2sjax.features import RandomFeatures, check_features_inputs, feature_factor, feature_gram, feature_target_moment
-from w2sjax.inputs import InputDistribution, Target, _pytree, check_target_inputs, sample_inputs, target_values
-from w2sjax.spectral import SpectralProblem, Spectrum, decompose, decompose_factor, inverse_sqrt, student_loss_from_decay
-from w2sjax.w2s import fit_teacher, student_target_coef, teacher_label_moment, uses_factor
-
+from w2sjax._checks import check_positive_int
+from w2sjax.curves import gd_response
+from w2sjax.features import RandomFeatures, check_features
+from w2sjax.inputs import pytree, sample_inputs
+from w2sjax.objectives import Law, Objective, check_objective, factor_size, train_gram, train_labels
+from w2sjax.routes.dense import eigh_decomposition, factor_decomposition
+from w2sjax.spectral import Decomposition, SpectralProblem, inverse_sqrt, select_labels
+from w2sjax.targets import Target, check_target_inputs, target_values
+from w2sjax.w2s import as_batch, fit_teachers, one_label, teacher_functions
 
 # --------------------------------------------------------------------------------------------------
-# Objectives
+# Objectives and what the loops need from them
 # --------------------------------------------------------------------------------------------------
 
 
-@_pytree
+def teacher_objective(teacher: RandomFeatures, target: Target, inputs) -> Objective:
+    """The teacher on the true labels (b = c_T = E[φ_T f*]) on the law; its flow tends to w_T = G_T⁺c_T."""
+    return Objective(teacher, (one_label(target),), target, Law(inputs))
+
+
+def student_objective(
+    student: RandomFeatures, teacher: RandomFeatures, target: Target, inputs, rcond: float | None = None
+) -> Objective:
+    """The student on its fitted teacher's labels (b = E[φ_S f_T], f_T = the least-squares teacher on f*),
+    scored against f*. ``label_function(objective)`` is f_T, for online training."""
+    _check_models(inputs, target, student, teacher)
+    batch = as_batch(teacher)
+    fit = fit_teachers(batch, target, Law(inputs), rcond=rcond)
+    return Objective(student, (teacher_functions(batch, fit),), target, Law(inputs))
+
+
+def label_function(objective: Objective, index: int = 0) -> Target:
+    """The label function y of label set ``index`` of an objective (unbatched), e.g. a teacher's f_T."""
+    sizes = [int(jax.tree_util.tree_leaves(batch)[0].shape[0]) for batch in objective.labels]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < sum(sizes):
+        raise ValueError(f"label index must be in [0, {sum(sizes)}); got {index!r}")
+    row = int(index)
+    for batch, size in zip(objective.labels, sizes):
+        if row < size:
+            return jax.tree_util.tree_map(lambda x: x[row], batch)
+        row -= size
+
+
+def _check_models(inputs, target, *models) -> None:
+    check_target_inputs(target, inputs)
+    for f in models:
+        check_features(f, inputs)
+
+
+@pytree
 @dataclasses.dataclass(frozen=True)
-class PopulationObjective:
-    """The training objective ½wᵀGw − wᵀb (+ const) of a top layer, and what scores it against f*.
+class PopulationTraining:
+    """One label set of a population objective, ready for discrete steps and exact scoring.
 
     Attributes:
-      gram: (M, M) G = E[φφᵀ].
-      label_moment: (M,) b = E[φ y] for the training labels y.
-      spectrum: G = Q diag(λ) Qᵀ (kept eigenvalues; Q of shape (M, r)).
-      target_coef: (r,) a* = Qᵀc/√λ, c = E[φ f*].
-      residual: R = s* − Σ a*², the error of the best predictor in span(φ).
+      gram: (M, M) G = E[φφᵀ] (the full-batch gradient is G w − b).
+      label_moment: (M,) b = E[φ y].
+      decomposition: Q (M, r) and the unbatched SpectralProblem (λ, a = Qᵀb/√λ, a* = Qᵀc/√λ, R).
     """
 
     gram: jax.Array
     label_moment: jax.Array
-    spectrum: Spectrum
-    target_coef: jax.Array
-    residual: jax.Array
+    decomposition: Decomposition
+
+    @property
+    def problem(self) -> SpectralProblem:
+        return self.decomposition.problem
+
+    @property
+    def basis(self) -> jax.Array:
+        return self.decomposition.basis
+
+    @property
+    def width(self) -> int:
+        return int(self.label_moment.shape[-1])
 
 
-@_pytree
-@dataclasses.dataclass(frozen=True)
-class TeacherLabels:
-    """Labels y(x) = f_T(x) = ⟨w_T, φ_T(x)⟩ of a trained teacher."""
+def population_training(objective: Objective, label: int = 0, rcond: float | None = None) -> PopulationTraining:
+    """G, b of label set ``label`` and the spectral form of a population objective (trained and scored on one law).
 
-    teacher: RandomFeatures
-    weights: jax.Array
+    The spectral form is the dense ``eigh`` route, or the ``factor`` route where G = F Fᵀ factors through a
+    smaller space (linear features, k = d < M): its basis spans the range of G exactly.
+    """
+    if not objective.population:
+        raise ValueError("discrete training runs on a population objective: train=Law(inputs) and evaluation=None")
+    check_objective(objective)
+    count = sum(int(jax.tree_util.tree_leaves(b)[0].shape[0]) for b in objective.labels)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < count:
+        raise ValueError(f"label must be an index in [0, {count}); got {label!r}")
+    return _population_training(objective, int(label), rcond)
 
 
-Labels = Union[TeacherLabels, Target]
+@partial(jax.jit, static_argnums=(1, 2))
+def _population_training(objective, label, rcond):
+    k = factor_size(objective)
+    if k is not None and k < objective.features.rows:
+        decomposition = factor_decomposition(objective, rcond, with_basis=True)
+    else:
+        decomposition = eigh_decomposition(objective, rcond)
+    problem = select_labels(decomposition.problem, label)
+    return PopulationTraining(
+        train_gram(objective), train_labels(objective)[label], Decomposition(problem, decomposition.basis)
+    )
 
 
-@_pytree
+@jax.jit
+def population_error(training: PopulationTraining, weights: jax.Array) -> jax.Array:
+    """L(w) = Σ_i (√λ_i q_iᵀw − a*_i)² + R for weights (..., M) → (...)."""
+    problem = training.problem
+    projected = jnp.sqrt(problem.eigenvalues) * (weights @ training.basis)
+    return jnp.sum((projected - problem.target_coef) ** 2, axis=-1) + problem.residual
+
+
+def population_gradient(training: PopulationTraining, weights: jax.Array) -> jax.Array:
+    """∇_w ½E[(f_w − y)²] = G w − b, shape (M,)."""
+    return training.gram @ weights - training.label_moment
+
+
+@pytree
 @dataclasses.dataclass(frozen=True)
 class Trajectory:
     """A training run scored at its record steps.
@@ -87,87 +162,6 @@ class Trajectory:
     errors: jax.Array
     final_weights: jax.Array
     weights: jax.Array | None = None
-
-
-def student_objective(
-    student: RandomFeatures,
-    teacher: RandomFeatures,
-    target: Target,
-    inputs: InputDistribution,
-    rcond: float | None = None,
-) -> tuple[PopulationObjective, TeacherLabels]:
-    """The student's objective on its teacher's labels (b = G_ST w_T, w_T = G_T⁺c_T), scored against f*.
-
-    Returns:
-      (objective, labels): the labels are the fitted teacher, for online training.
-    """
-    _check_models(inputs, target, student, teacher)
-    return _student_objective(student, teacher, target, inputs, rcond=rcond)
-
-
-def teacher_objective(
-    teacher: RandomFeatures, target: Target, inputs: InputDistribution, rcond: float | None = None
-) -> PopulationObjective:
-    """The teacher's objective on the true labels (b = c_T = E[φ_T f*]); gradient flow tends to w_T = G_T⁺c_T."""
-    _check_models(inputs, target, teacher)
-    return _teacher_objective(teacher, target, inputs, rcond=rcond)
-
-
-@partial(jax.jit, static_argnames=("rcond",))
-def _student_objective(student, teacher, target, inputs, rcond=None):
-    fit = fit_teacher(teacher, target, inputs, rcond)
-    labels = teacher_label_moment(student, teacher, fit.weights, inputs)
-    return _objective(student, labels, target, inputs, rcond), TeacherLabels(teacher, fit.weights)
-
-
-@partial(jax.jit, static_argnames=("rcond",))
-def _teacher_objective(teacher, target, inputs, rcond=None):
-    return _objective(teacher, feature_target_moment(teacher, target, inputs), target, inputs, rcond)
-
-
-def _objective(features, label_moment, target, inputs, rcond) -> PopulationObjective:
-    gram = feature_gram(features, features, inputs)  # built once: the training steps and eigh share it
-    if uses_factor(features):
-        spectrum = decompose_factor(feature_factor(features, inputs), rcond)
-    else:
-        spectrum = decompose(gram, rcond)
-    target_coef, residual = student_target_coef(spectrum, features, target, inputs)
-    return PopulationObjective(gram, label_moment, spectrum, target_coef, residual)
-
-
-def _check_models(inputs, target, *models) -> None:
-    check_target_inputs(target, inputs)
-    for f in models:
-        check_features_inputs(f, inputs)
-        check_finite(np.asarray(f.weights), "feature weights")
-
-
-@jax.jit
-def population_error(objective: PopulationObjective, weights: jax.Array) -> jax.Array:
-    """L(w) = Σ_i (√λ_i q_iᵀw − a*_i)² + R for weights (..., M) → (...)."""
-    spectrum = objective.spectrum
-    projected = jnp.sqrt(spectrum.eigenvalues) * (weights @ spectrum.eigenvectors)
-    return jnp.sum((projected - objective.target_coef) ** 2, axis=-1) + objective.residual
-
-
-@jax.jit
-def objective_problem(objective: PopulationObjective) -> SpectralProblem:
-    """The SpectralProblem (λ, a = Qᵀb/√λ, a*, R) of an objective: its gradient flow and GD in closed form."""
-    spectrum = objective.spectrum
-    label_coef = (spectrum.eigenvectors.T @ objective.label_moment) * inverse_sqrt(spectrum.eigenvalues)
-    return SpectralProblem(spectrum.eigenvalues, label_coef, objective.target_coef, objective.residual)
-
-
-def population_gradient(objective: PopulationObjective, weights: jax.Array) -> jax.Array:
-    """∇_w ½E[(f_w − y)²] = G w − b, shape (M,)."""
-    return objective.gram @ weights - objective.label_moment
-
-
-def label_values(labels: Labels, x: jax.Array) -> jax.Array:
-    """y(x) for x (..., d): the teacher's predictions, or f*(x) for a target."""
-    if isinstance(labels, TeacherLabels):
-        return labels.teacher(x) @ labels.weights
-    return target_values(labels, x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,15 +198,15 @@ def _initial_state(optimizer, w0, hyperparams):
     return state._replace(hyperparams=merged)
 
 
-def _population_run(objective, record_steps, hyperparams, optimizer, record_weights=False) -> Trajectory:
-    w0 = jnp.zeros_like(objective.label_moment)
+def _population_run(training, record_steps, hyperparams, optimizer, record_weights=False) -> Trajectory:
+    w0 = jnp.zeros_like(training.label_moment)
 
     def step(carry):
         w, state = carry
-        updates, state = optimizer.update(population_gradient(objective, w), state, w)
+        updates, state = optimizer.update(population_gradient(training, w), state, w)
         return optax.apply_updates(w, updates), state
 
-    error = partial(population_error, objective)
+    error = partial(population_error, training)
     return _record(step, (w0, _initial_state(optimizer, w0, hyperparams)), record_steps, error, record_weights)
 
 
@@ -220,17 +214,17 @@ _train_population = jax.jit(_population_run, static_argnames=("optimizer", "reco
 
 
 @partial(jax.jit, static_argnames=("optimizer",))
-def _population_runs(objective, record_steps, hyperparams, optimizer) -> Trajectory:
+def _population_runs(training, record_steps, hyperparams, optimizer) -> Trajectory:
     steps_axis = 0 if record_steps.ndim == 2 else None
-    one = lambda steps, hp: _population_run(objective, steps, hp, optimizer)
+    one = lambda steps, hp: _population_run(training, steps, hp, optimizer)
     return jax.vmap(one, in_axes=(steps_axis, 0))(record_steps, hyperparams)
 
 
 @partial(jax.jit, static_argnames=("optimizer", "batch_size", "record_weights"))
 def _train_online(
-    objective, features, labels, inputs, key, record_steps, hyperparams, optimizer, batch_size, record_weights=False
+    training, features, labels, inputs, key, record_steps, hyperparams, optimizer, batch_size, record_weights=False
 ) -> Trajectory:
-    w0 = jnp.zeros_like(objective.label_moment)
+    w0 = jnp.zeros_like(training.label_moment)
 
     def batch_loss(w, x, y):
         return 0.5 * jnp.mean((features(x) @ w - y) ** 2)
@@ -238,11 +232,11 @@ def _train_online(
     def step(carry):
         w, state, k = carry
         x = sample_inputs(inputs, jax.random.fold_in(key, k), batch_size)
-        grads = jax.grad(batch_loss)(w, x, label_values(labels, x))
+        grads = jax.grad(batch_loss)(w, x, target_values(labels, x))
         updates, state = optimizer.update(grads, state, w)
         return optax.apply_updates(w, updates), state, k + 1
 
-    error = partial(population_error, objective)
+    error = partial(population_error, training)
     carry = (w0, _initial_state(optimizer, w0, hyperparams), jnp.zeros((), record_steps.dtype))
     return _record(step, carry, record_steps, error, record_weights)
 
@@ -267,13 +261,19 @@ def check_record_steps(record_steps) -> np.ndarray:
     return steps
 
 
-def _check_online(objective, features, inputs, batch_size) -> int:
-    check_features_inputs(features, inputs)
-    width, size = int(features.weights.shape[0]), int(objective.label_moment.shape[-1])
-    if width != size:
-        raise ValueError(f"features have {width} rows but the objective has {size} weights; pass the objective "
-                         "built from these features")
+def _check_online(training, features, labels, inputs, batch_size) -> int:
+    check_features(features, inputs)
+    check_target_inputs(labels, inputs)
+    if features.rows != training.width:
+        raise ValueError(f"features have {features.rows} rows but the objective has {training.width} weights; pass "
+                         "the objective built from these features")
     return check_positive_int(batch_size, "batch_size")
+
+
+def _check_training(training) -> None:
+    if not isinstance(training, PopulationTraining):
+        raise ValueError(f"pass a PopulationTraining (discrete.population_training(objective)); got "
+                         f"{type(training).__name__}")
 
 
 def _check_optimizer(optimizer) -> None:
@@ -282,7 +282,7 @@ def _check_optimizer(optimizer) -> None:
 
 
 def train_population(
-    objective: PopulationObjective,
+    training: PopulationTraining,
     optimizer: optax.GradientTransformation,
     record_steps,
     record_weights: bool = False,
@@ -291,7 +291,7 @@ def train_population(
     """Full-batch training from w = 0 on the exact population objective, scored by L(w) at ``record_steps``.
 
     Args:
-      objective: from ``student_objective`` or ``teacher_objective``.
+      training: from ``population_training(objective)``.
       optimizer: any optax GradientTransformation (``optax.sgd(η)`` is gradient descent with step η).
         The optimizer is a static argument: each new optimizer object compiles anew; to reuse one compilation,
         build it with ``optax.inject_hyperparams`` and pass the values in ``hyperparams``.
@@ -299,13 +299,14 @@ def train_population(
       record_weights: also return every recorded w_k (R, M).
       hyperparams: values for the hyperparameters of an ``optax.inject_hyperparams`` optimizer.
     """
+    _check_training(training)
     _check_optimizer(optimizer)
     steps = jnp.asarray(check_record_steps(record_steps))
-    return _train_population(objective, steps, hyperparams or {}, optimizer=optimizer, record_weights=record_weights)
+    return _train_population(training, steps, hyperparams or {}, optimizer=optimizer, record_weights=record_weights)
 
 
 def population_runs(
-    objective: PopulationObjective, optimizer: optax.GradientTransformation, record_steps, hyperparams: dict
+    training: PopulationTraining, optimizer: optax.GradientTransformation, record_steps, hyperparams: dict
 ) -> Trajectory:
     """``train_population`` for a batch of hyperparameters in one compiled call (leading axis = run).
 
@@ -315,6 +316,7 @@ def population_runs(
       record_steps: (R,) shared by every run, or (n, R) one row per run (repeat the last step to pad a shorter run).
       hyperparams: dict of (n,) arrays, e.g. ``{"learning_rate": jnp.array([2., 1., .5])}``.
     """
+    _check_training(training)
     _check_optimizer(optimizer)
     if not hyperparams:
         raise ValueError("population_runs needs hyperparams, e.g. {'learning_rate': [1.0, 0.5, 0.25]}")
@@ -330,14 +332,14 @@ def population_runs(
         steps = np.stack([check_record_steps(row) for row in steps])
     else:
         steps = check_record_steps(steps)
-    return _population_runs(objective, jnp.asarray(steps), values, optimizer=optimizer)
+    return _population_runs(training, jnp.asarray(steps), values, optimizer=optimizer)
 
 
 def train_online(
-    objective: PopulationObjective,
+    training: PopulationTraining,
     features: RandomFeatures,
-    labels: Labels,
-    inputs: InputDistribution,
+    labels: Target,
+    inputs,
     optimizer: optax.GradientTransformation,
     record_steps,
     *,
@@ -349,10 +351,11 @@ def train_online(
     """Online training from w = 0: every step draws a fresh minibatch x ~ inputs with labels y(x).
 
     Args:
-      objective: the population objective of ``features`` (for the exact error L(w_k) only).
+      training: ``population_training`` of the objective of ``features`` (for the exact error L(w_k) only).
       features: the model being trained (its top layer).
-      labels: ``TeacherLabels`` (a student on its teacher's labels) or a target (a teacher on true labels).
-      inputs: the input distribution the batches are drawn from.
+      labels: the label function y: a teacher's function (``label_function(objective)``, a NetworkTarget) or a
+        target (a teacher on true labels).
+      inputs: the input law the batches are drawn from.
       optimizer: any optax GradientTransformation.
       record_steps: (R,) non-decreasing step counts at which to record L(w_k).
       batch_size: B, the minibatch size.
@@ -360,28 +363,31 @@ def train_online(
       record_weights: also return every recorded w_k (R, M).
       hyperparams: values for the hyperparameters of an ``optax.inject_hyperparams`` optimizer.
     """
+    _check_training(training)
     _check_optimizer(optimizer)
-    batch_size = _check_online(objective, features, inputs, batch_size)
+    batch_size = _check_online(training, features, labels, inputs, batch_size)
     steps = jnp.asarray(check_record_steps(record_steps))
     return _train_online(
-        objective, features, labels, inputs, key, steps, hyperparams or {},
+        training, features, labels, inputs, key, steps, hyperparams or {},
         optimizer=optimizer, batch_size=batch_size, record_weights=record_weights,
     )
 
 
 @partial(jax.jit, static_argnames=("optimizer", "batch_size"))
-def _online_runs(objective, features, labels, inputs, keys, record_steps, hyperparams, optimizer, batch_size):
+def _online_runs(training, features, labels, inputs, keys, record_steps, hyperparams, optimizer, batch_size):
     one = lambda key: _train_online(
-        objective, features, labels, inputs, key, record_steps, hyperparams, optimizer=optimizer, batch_size=batch_size
+        training, features, labels, inputs, key, record_steps, hyperparams, optimizer=optimizer, batch_size=batch_size
     )
+    if jax.default_backend() == "cpu":  # one seed after another: the same results, half the compile time on CPU
+        return jax.lax.map(one, keys)
     return jax.vmap(one)(keys)
 
 
 def online_runs(
-    objective: PopulationObjective,
+    training: PopulationTraining,
     features: RandomFeatures,
-    labels: Labels,
-    inputs: InputDistribution,
+    labels: Target,
+    inputs,
     optimizer: optax.GradientTransformation,
     record_steps,
     *,
@@ -389,63 +395,38 @@ def online_runs(
     seeds,
     hyperparams: dict | None = None,
 ) -> Trajectory:
-    """``train_online`` for every seed in one compiled call (key = ``jax.random.key(seed)``); leading axis = seed."""
+    """``train_online`` for every seed in one compiled call (key = ``jax.random.key(seed)``); leading axis = seed.
+    Seeds run in sequence on CPU (``lax.map``) and batched on accelerators (``vmap``); the results are the same."""
+    _check_training(training)
     _check_optimizer(optimizer)
-    batch_size = _check_online(objective, features, inputs, batch_size)
+    batch_size = _check_online(training, features, labels, inputs, batch_size)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     steps = jnp.asarray(check_record_steps(record_steps))
     return _online_runs(
-        objective, features, labels, inputs, keys, steps, hyperparams or {}, optimizer=optimizer, batch_size=batch_size
+        training, features, labels, inputs, keys, steps, hyperparams or {}, optimizer=optimizer, batch_size=batch_size
     )
 
 
 # --------------------------------------------------------------------------------------------------
-# Discrete gradient descent in closed form
+# Closed forms: gradient descent's weights, its distance to the flow, the largest error of a stable run
 # --------------------------------------------------------------------------------------------------
 
 
 @jax.jit
-def discrete_gd_decay(eigenvalues: jax.Array, step_size, step: jax.Array) -> jax.Array:
-    """(1 − ηλ)^k for one integer step count k and eigenvalues (..., r); exp(k log1p(−ηλ)) where 1 − ηλ > 0."""
-    x = step_size * eigenvalues
-    below_one = x < 1
-    log_base = jnp.log1p(-jnp.where(below_one, x, 0))
-    return jnp.where(below_one, jnp.exp(step * log_base), jnp.power(1 - x, step))
+def gd_weights(training: PopulationTraining, step_size, steps: jax.Array) -> jax.Array:
+    """w_k = Q (ρ_k ∘ a/√λ) = Q diag((1 − (1 − ηλ)^k)/λ) Qᵀ b for integer steps (K,) → (K, M)."""
+    problem = training.problem
+    lam = problem.eigenvalues
+    coef = problem.label_coef * inverse_sqrt(lam)
+    return jax.vmap(lambda k: training.basis @ (gd_response(lam, step_size, k) * coef))(steps)
 
 
-@jax.jit
-def discrete_gd_gain(eigenvalues: jax.Array, step_size, step: jax.Array) -> jax.Array:
-    """(1 − (1 − ηλ)^k)/λ, = kη at λ = 0; with expm1 where 1 − ηλ > 0 (no cancellation for small kηλ)."""
-    x = step_size * eigenvalues
-    pos = eigenvalues > 0
-    lam = jnp.where(pos, eigenvalues, 1)
-    below_one = x < 1
-    log_base = jnp.log1p(-jnp.where(below_one, x, 0))
-    one_minus_decay = jnp.where(below_one, -jnp.expm1(step * log_base), 1 - jnp.power(1 - x, step))
-    return jnp.where(pos, one_minus_decay / lam, step * step_size)
-
-
-@jax.jit
-def discrete_gd_weights(spectrum: Spectrum, label_moment: jax.Array, step_size, steps: jax.Array) -> jax.Array:
-    """w_k = Q diag((1 − (1 − ηλ)^k)/λ) Qᵀ b for integer steps (K,) → (K, M); kept eigenvalues only."""
-    q = spectrum.eigenvectors
-    projected = q.T @ label_moment
-    kept = spectrum.eigenvalues > 0
-
-    def one(k):
-        return q @ (jnp.where(kept, discrete_gd_gain(spectrum.eigenvalues, step_size, k), 0) * projected)
-
-    return jax.vmap(one)(steps)
-
-
-@jax.jit
-def discrete_gd_error(problem: SpectralProblem, step_size, steps: jax.Array) -> jax.Array:
-    """L(w_k) of gradient descent with step η for integer steps (K,) → (K,): decay (1 − ηλ)^k in the spectral form."""
-    one = lambda k: student_loss_from_decay(problem, discrete_gd_decay(problem.eigenvalues, step_size, k))
-    return jax.vmap(one)(steps)
+def _check_identity_readout(problem: SpectralProblem) -> None:
+    if problem.readout is not None:
+        raise ValueError("this bound is for population problems (identity readout); got a problem with a readout")
 
 
 @jax.jit
@@ -456,6 +437,7 @@ def gd_flow_bound(problem: SpectralProblem, step_size) -> jax.Array:
     (a − a* − d a)² of L moves by at most |Δd| |a| (2|a − a*| + 2|a|) when d changes within [0, 1], so
         |L_GD(k) − L_GF(kη)| ≤ Σ_i x_i/(2e(1 − x_i)) · 2|a_i| (|a_i − a*_i| + |a_i|)   = O(η).
     """
+    _check_identity_readout(problem)
     x = step_size * problem.eigenvalues
     ok = jnp.all(x < 1)
     shift = x / (2 * math.e * (1 - jnp.where(x < 1, x, 0)))
@@ -463,3 +445,14 @@ def gd_flow_bound(problem: SpectralProblem, step_size) -> jax.Array:
     bound = jnp.sum(shift * 2 * jnp.abs(a) * (jnp.abs(gap) + jnp.abs(a)), axis=-1)
     return jnp.where(ok, bound, jnp.inf)
 
+
+@jax.jit
+def stable_gd_error_bound(problem: SpectralProblem) -> jax.Array:
+    """The largest error a stable gradient descent (ηλ_max ≤ 2) reaches from w = 0: (2‖a‖ + ‖a*‖)² + R.
+
+    For 0 ≤ ηλ ≤ 2, |1 − ηλ| ≤ 1, so ρ_k = 1 − (1 − ηλ)^k ∈ [0, 2] and ‖ρ ∘ a − a*‖ ≤ 2‖a‖ + ‖a*‖. A run whose
+    error passes this bound is not stable gradient descent on this objective: it has diverged."""
+    _check_identity_readout(problem)
+    a = jnp.linalg.norm(problem.label_coef, axis=-1)
+    target = jnp.linalg.norm(problem.target_coef, axis=-1)
+    return (2 * a + target) ** 2 + problem.residual
