@@ -147,6 +147,7 @@ def draw_samples(inputs, n: int, seed: int) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("n",))
 def _draw(law, key, n):
+    from w2sjax.inputs import sample_inputs
 
     return sample_inputs(law, key, n)
 
