@@ -29,7 +29,7 @@ import numpy as np
 
 from w2sjax._checks import check_choice, check_positive_int
 from w2sjax.curves import ErrorEstimate, RouteInfo, W2SResult, rounding_estimate, summarize, time_error
-from w2sjax.features import RandomFeatures, feature_gram
+from w2sjax.features import InfiniteFeatures, RandomFeatures, feature_gram
 from w2sjax.objectives import Law, Objective, factor_size, label_count
 from w2sjax.routes import dense, krylov, operators
 from w2sjax.spectral import default_rcond
@@ -166,6 +166,8 @@ def plan_route(objective: Objective, times: int, *, method: str = "auto", operat
     check_choice(method, METHODS, "method")
     check_choice(operator, OPERATORS, "operator")
     memory = device_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    if isinstance(objective.features, InfiniteFeatures):
+        return _plan_infinite(objective, method, memory)
     shards = 1 if mesh is None else int(mesh.shape["tiles"])
     needs = route_needs(objective, times, shards=shards, tile_rows=tile_rows, max_blocks=max_blocks)
     needed = {k: int(v[0]) for k, v in needs.items()}
@@ -213,6 +215,18 @@ def plan_route(objective: Objective, times: int, *, method: str = "auto", operat
     return plan(best, reason)
 
 
+def _plan_infinite(objective: Objective, method: str, memory: int) -> Plan:
+    """The only route of an infinitely wide student (ValueError where it does not apply)."""
+    from w2sjax.routes.infinite import single_law
+
+    if method not in ("auto", "infinite"):
+        raise ValueError(f"method={method!r} needs a finite student; an infinitely wide student is solved by "
+                         "method='infinite' (or 'auto')")
+    single_law(objective)
+    reason = "requested" if method == "infinite" else "the student is infinitely wide: closed form"
+    return Plan("infinite", None, reason, memory, {}, {})
+
+
 def _not_applicable(method, operator, objective: Objective, shards: int) -> str:
     if method == "factor":
         return ("method='factor' needs G_train = F Fᵀ with fewer columns than features: linear features under one "
@@ -256,9 +270,17 @@ def solve_objective(
       quantity was obtained; ``error`` holds the estimates. The decomposition's basis is formed only
       ``with_basis`` (weights of the trained model at any time: ``weights_at``).
     """
-    times = jnp.asarray(times, objective.features.weights.dtype)
+    infinite = isinstance(objective.features, InfiniteFeatures)
+    dtype = jnp.dtype(objective.features.dtype) if infinite else objective.features.weights.dtype
+    times = jnp.asarray(times, dtype)
     plan = plan_route(objective, int(times.shape[0]), method=method, operator=operator, memory_bytes=memory_bytes,
                       mesh=mesh, tile_rows=tile_rows, max_blocks=max_blocks)
+    if plan.method == "infinite":
+        from w2sjax.infinite_width import solve_infinite
+        from w2sjax.routes.infinite import DEFAULT_TOL as INFINITE_TOL
+
+        result, decomposition, _ = solve_infinite(objective, times, reason=plan.reason, tol=min(tol, INFINITE_TOL))
+        return result, decomposition, plan
     if plan.method == "eigh":
         decomposition = dense.eigh_route(objective, rcond=rcond)
         how = (("all", "eigh of G_train: exact up to rounding (estimate r·ε·scale)"),)

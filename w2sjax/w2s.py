@@ -23,7 +23,7 @@ import numpy as np
 from w2sjax._checks import check_finite, check_times
 from w2sjax.curves import W2SResult, flow_response, gain_ratio, loss_at_infinity, loss_from_response
 from w2sjax.engine import solve_objective
-from w2sjax.features import RandomFeatures, check_features, model_function
+from w2sjax.features import InfiniteFeatures, RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
 from w2sjax.objectives import Law, Objective, Samples, batch_targets, check_objective
 from w2sjax.routes.dense import eigh_decomposition
@@ -205,8 +205,10 @@ def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target,
     from w2sjax.inputs import InputDistribution
     from w2sjax.targets import scale_target
 
-    s_u = _power_of_two(float(np.max(np.abs(np.asarray(student.weights, np.float64)))))
-    student = RandomFeatures(student.weights / s_u, student.width, student.activation)
+    s_u = 1.0  # an infinitely wide student (no weights) keeps its scale
+    if isinstance(student, RandomFeatures):
+        s_u = _power_of_two(float(np.max(np.abs(np.asarray(student.weights, np.float64)))))
+        student = RandomFeatures(student.weights / s_u, student.width, student.activation)
     t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
     t_scale = np.asarray([_power_of_two(float(v)) for v in t_scale], dtype=np.float64)
     teachers = RandomFeatures(teachers.weights / jnp.asarray(t_scale, teachers.weights.dtype)[:, None, None],
@@ -290,12 +292,13 @@ def weak_to_strong(
     """The weak-to-strong figures of merit of one student against one or more teachers, exactly.
 
     Args:
-      student: student features (M_ST, d).
+      student: student features (M_ST, d), or ``InfiniteFeatures`` (M_ST = ∞: the closed-form route;
+        population only). ``features.student_features(seed, width, d, activation)`` builds either from a width.
       teachers: one teacher (M_TE, d), a padded batch (n, M_TE, d), or a sequence of teachers of any widths.
       target: f*.
       inputs: the input law (its dtype sets the precision).
       times: (T,) strictly increasing positive stopping times of the student.
-      method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"`` (see ``engine``).
+      method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"``, ``"infinite"`` (see ``engine``).
       samples: train on n samples instead of the law: a count n (drawn from ``inputs`` with ``sample_seed``)
         or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``) and the student learns
         the teacher's values at the same points (``student_data="samples"``). Errors stay population errors.
@@ -317,6 +320,9 @@ def weak_to_strong(
     check_choice(student_data, TRAINING_DATA, "student_data")
     if not teacher_time > 0:
         raise ValueError(f"teacher_time must be > 0 (math.inf for least squares); got {teacher_time!r}")
+    if isinstance(student, InfiniteFeatures) and (samples is not None or heldout is not None or labels is not None):
+        raise ValueError("an infinitely wide student is solved on the population only; drop samples, labels and "
+                         "heldout, or use a finite width")
     traced = is_traced(student, batch, target, inputs, times)
     dtype = components(inputs)[0][1].dtype
     if not traced:
