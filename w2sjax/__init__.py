@@ -22,12 +22,15 @@ from w2sjax.curves import (  # noqa: E402
 from w2sjax.engine import plan_route, solve_objective  # noqa: E402
 from w2sjax.features import (  # noqa: E402
     ACTIVATIONS,
+    InfiniteFeatures,
     RandomFeatures,
     feature_gram,
     feature_target_moment,
+    infinite_features,
     model_function,
     random_features,
     sample_weights,
+    student_features,
 )
 from w2sjax.inputs import InputDistribution, gaussian_inputs, make_inputs, sphere_inputs  # noqa: E402
 from w2sjax.objectives import Law, Objective, Samples  # noqa: E402

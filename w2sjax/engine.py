@@ -31,7 +31,7 @@ import numpy as np
 from w2sjax import autodiff
 from w2sjax._checks import check_choice, check_positive_int, is_traced
 from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize, time_error
-from w2sjax.features import RandomFeatures, feature_gram
+from w2sjax.features import InfiniteFeatures, RandomFeatures, feature_gram
 from w2sjax.objectives import Law, Objective, factor_size, label_count
 from w2sjax.routes import dense, krylov, operators
 from w2sjax.spectral import default_rcond
@@ -187,6 +187,8 @@ def plan_route(objective: Objective, times: int, *, method: str = "auto", operat
     check_choice(method, METHODS, "method")
     check_choice(operator, OPERATORS, "operator")
     memory = device_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    if isinstance(objective.features, InfiniteFeatures):
+        return _plan_infinite(objective, method, memory)
     shards = 1 if mesh is None else int(mesh.shape["tiles"])
     needs = route_needs(objective, times, shards=shards, tile_rows=tile_rows, max_blocks=max_blocks)
     if dense_only:
@@ -236,6 +238,18 @@ def plan_route(objective: Objective, times: int, *, method: str = "auto", operat
     return plan(best, reason)
 
 
+def _plan_infinite(objective: Objective, method: str, memory: int) -> Plan:
+    """The only route of an infinitely wide student (ValueError where it does not apply)."""
+    from w2sjax.routes.infinite import single_law
+
+    if method not in ("auto", "infinite"):
+        raise ValueError(f"method={method!r} needs a finite student; an infinitely wide student is solved by "
+                         "method='infinite' (or 'auto')")
+    single_law(objective)
+    reason = "requested" if method == "infinite" else "the student is infinitely wide: closed form"
+    return Plan("infinite", None, reason, memory, {}, {})
+
+
 def _not_applicable(method, operator, objective: Objective, shards: int) -> str:
     if method == "factor":
         return ("method='factor' needs G_train = F Fᵀ with fewer columns than features: linear features under one "
@@ -281,13 +295,21 @@ def solve_objective(
       ``with_basis`` (weights of the trained model at any time: ``weights_at``). ``timings``: a dict that
       receives the seconds of each phase (each phase then waits for its arrays).
     """
-    times = jnp.asarray(times, objective.features.weights.dtype)
+    infinite = isinstance(objective.features, InfiniteFeatures)
+    dtype = jnp.dtype(objective.features.dtype) if infinite else objective.features.weights.dtype
+    times = jnp.asarray(times, dtype)
     traced = is_traced(objective, times)
     if traced and method == "krylov":
         raise ValueError("method='krylov' runs a host-side loop (its stopping rule reads values on the host) and "
                          "cannot run under jit, vmap or grad; use method='eigh', 'factor' or 'auto' there")
     plan = plan_route(objective, int(times.shape[0]), method=method, operator=operator, memory_bytes=memory_bytes,
                       mesh=mesh, tile_rows=tile_rows, max_blocks=max_blocks, dense_only=traced)
+    if plan.method == "infinite":
+        from w2sjax.infinite_width import solve_infinite
+        from w2sjax.routes.infinite import DEFAULT_TOL as INFINITE_TOL
+
+        result, decomposition, _ = solve_infinite(objective, times, reason=plan.reason, tol=min(tol, INFINITE_TOL))
+        return result, decomposition, plan
     if plan.method in ("eigh", "factor"):
         watch = Stopwatch(timings)
         if plan.method == "eigh":

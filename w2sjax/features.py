@@ -115,6 +115,11 @@ def feature_factor(f: RandomFeatures, inputs) -> jax.Array:
 
 def check_features(f: RandomFeatures, inputs, name: str = "features") -> None:
     """ValueError where features do not fit the inputs, or hold non-finite weights (concrete values only)."""
+    if isinstance(f, InfiniteFeatures):
+        if f.dim != input_dim(inputs):
+            raise ValueError(f"{name} have input dimension {f.dim} but the inputs have dimension {input_dim(inputs)}")
+        check_choice(f.activation, ACTIVATIONS, f"{name} activation")
+        return
     if f.dim != input_dim(inputs):
         raise ValueError(f"{name} have input dimension {f.dim} but the inputs have dimension {input_dim(inputs)}")
     check_choice(f.activation, ACTIVATIONS, f"{name} activation")
@@ -137,3 +142,62 @@ def teacher_weights(seed: int, width: int, dim: int, activation: str) -> jax.Arr
     """The (width, d) weights of teacher seed ``seed`` at this width, from ``fold_in(fold_in(key(seed), 1), width)``."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), TEACHER_STREAM), int(width))
     return sample_weights(key, width, dim, activation, jnp.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# The infinitely wide student
+# --------------------------------------------------------------------------------------------------
+
+INFINITE_WIDTH_NAMES = ("inf", "infinite", "∞")
+
+
+@pytree
+@dataclasses.dataclass(frozen=True)
+class InfiniteFeatures:
+    """The M → ∞ limit of ``RandomFeatures`` drawn from the default weight law (ReLU: rows uniform on the unit
+    sphere; linear: entries N(0, 1/d)). It has no weights: only its kernel k(x, x') = E_u[σ(u·x) σ(u·x')]
+    (``routes.infinite``).
+
+    Attributes:
+      dim: d (static).
+      activation: ``"relu"`` or ``"linear"`` (static).
+      dtype: the float type of its stopping times, like a finite student's weights (static, a numpy dtype
+        name); the moments are computed in the inputs' dtype.
+    """
+
+    dim: int = static_field()
+    activation: str = static_field(default="relu")
+    dtype: str = static_field(default="float64")
+
+    @property
+    def width(self) -> float:
+        return math.inf
+
+
+def infinite_features(dim: int, activation: str = "relu", dtype=None) -> InfiniteFeatures:
+    """The infinitely wide student of input dimension d (dtype: default float64, or float32 on request)."""
+    check_positive_int(dim, "dim")
+    check_choice(activation, ACTIVATIONS, "activation")
+    name = np.dtype(dtype or default_float()).name
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64; got {name}")
+    return InfiniteFeatures(int(dim), activation, name)
+
+
+def is_infinite_width(width) -> bool:
+    """True for math.inf, float("inf") and the names "inf", "infinite", "∞"."""
+    if isinstance(width, str):
+        return width.strip().lower() in INFINITE_WIDTH_NAMES
+    if isinstance(width, (float, np.floating)):
+        return bool(np.isposinf(width))
+    return False
+
+
+def student_features(seed: int, width, dim: int, activation: str = "relu", dtype=None):
+    """The student of seed ``seed`` at a width: ``RandomFeatures`` with ``student_weights(seed, width, …)``, or
+    ``InfiniteFeatures`` when the width is infinite (math.inf or "inf"; the seed is then irrelevant)."""
+    if is_infinite_width(width):
+        return infinite_features(dim, activation, dtype)
+    if isinstance(width, str):
+        raise ValueError(f"student width must be a positive integer or 'inf'; got {width!r}")
+    return random_features(student_weights(seed, width, dim, activation), activation, dtype)

@@ -24,7 +24,7 @@ from w2sjax._checks import check_finite, is_traced
 from w2sjax.autodiff import teacher_solution
 from w2sjax.curves import W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response
 from w2sjax.engine import solve_objective
-from w2sjax.features import RandomFeatures, check_features, model_function
+from w2sjax.features import InfiniteFeatures, RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
 from w2sjax.objectives import Law, Objective, Samples, check_objective
 from w2sjax.routes.dense import eigh_decomposition
@@ -210,7 +210,11 @@ def _target_magnitude(target: Target, traced: bool = False):
 
 
 def unit_features(features: RandomFeatures):
-    """(features with weights / s_U, s_U): s_U the power of two nearest max |U| (exact rescaling)."""
+    """(features with weights / s_U, s_U): s_U the power of two nearest max |U| (exact rescaling).
+
+    An infinitely wide student (no weights) keeps its scale: s_U = 1."""
+    if not isinstance(features, RandomFeatures):
+        return features, 1.0
     if is_traced(features):
         s_u = _traced_power_of_two(jnp.max(jnp.abs(features.weights)))
     else:
@@ -361,12 +365,13 @@ def weak_to_strong(
     """The weak-to-strong figures of merit of one student against one or more teachers, exactly.
 
     Args:
-      student: student features (M_ST, d).
+      student: student features (M_ST, d), or ``InfiniteFeatures`` (M_ST = ∞: the closed-form route;
+        population only). ``features.student_features(seed, width, d, activation)`` builds either from a width.
       teachers: one teacher (M_TE, d), a padded batch (n, M_TE, d), or a sequence of teachers of any widths.
       target: f*.
       inputs: the input law (its dtype sets the precision).
       times: (T,) strictly increasing positive stopping times of the student.
-      method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"`` (see ``engine``).
+      method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"``, ``"infinite"`` (see ``engine``).
       samples: train on n samples instead of the law: a count n (drawn from ``inputs`` with ``sample_seed``)
         or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``) and the student learns
         the teacher's values at the same points (``student_data="samples"``). Errors stay population errors.
@@ -388,6 +393,9 @@ def weak_to_strong(
     check_choice(student_data, TRAINING_DATA, "student_data")
     if not teacher_time > 0:
         raise ValueError(f"teacher_time must be > 0 (math.inf for least squares); got {teacher_time!r}")
+    if isinstance(student, InfiniteFeatures) and (samples is not None or heldout is not None or labels is not None):
+        raise ValueError("an infinitely wide student is solved on the population only; drop samples, labels and "
+                         "heldout, or use a finite width")
     traced = is_traced(student, batch, target, inputs, times)
     dtype = components(inputs)[0][1].dtype
     if not traced:
