@@ -29,6 +29,11 @@ from w2sjax.objectives import Law, Objective, Samples, batch_targets, check_obje
 from w2sjax.routes.dense import eigh_decomposition
 from w2sjax.spectral import Decomposition, inverse_sqrt
 from w2sjax.targets import Target, check_target_inputs, target_values
+# shifted laws (teacher, student and test on different input laws)
+from w2sjax.engine import _summarize
+from w2sjax.inputs import check_law
+from w2sjax.scoring import law_problem_jit, stack_results
+from w2sjax.targets import GroupTarget, group_target_values
 
 
 @jax.tree_util.register_dataclass
@@ -139,7 +144,10 @@ def draw_samples(inputs, n: int, seed: int) -> jax.Array:
 
     check_positive_int(n, "n (number of samples)")
     law = components(inputs)[0][1] if len(components(inputs)) == 1 else inputs
-    return _draw(law, jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM), int(n))
+    key = jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM)
+    if len(components(inputs)) > 1:  # a mixture: the points of draw_groups' draw
+        return _draw_mixture(law, key, int(n))[0]
+    return _draw(law, key, int(n))
 
 
 @partial(jax.jit, static_argnames=("n",))
@@ -147,6 +155,21 @@ def _draw(law, key, n):
     from w2sjax.inputs import sample_inputs
 
     return sample_inputs(law, key, n)
+
+
+def draw_groups(inputs, n: int, seed: int) -> jax.Array:
+    """(n,) the groups of the points ``draw_samples(inputs, n, seed)`` (zeros for a one-component law)."""
+    if len(components(inputs)) == 1:
+        return jnp.zeros((int(n),), jnp.int32)
+    key = jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM)
+    return _draw_mixture(inputs, key, int(n))[1]
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _draw_mixture(law, key, n):
+    from w2sjax.inputs import sample_mixture
+
+    return sample_mixture(law, key, n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +195,10 @@ class Scales:
 
 def _scale_directions(target: Target, factor: float) -> Target:
     """f(x) → f(factor · x): every unit direction times ``factor``."""
-    from w2sjax.targets import HermiteTarget, LinearTarget, NetworkTarget, SumTarget, target_terms
+    from w2sjax.targets import GroupTarget, HermiteTarget, LinearTarget, NetworkTarget, SumTarget, target_terms
 
+    if isinstance(target, GroupTarget):
+        return GroupTarget(tuple(_scale_directions(f, factor) for f in target.terms))
     out = []
     for term in target_terms(target):
         if isinstance(term, LinearTarget):
@@ -187,8 +212,10 @@ def _scale_directions(target: Target, factor: float) -> Target:
 
 def _target_magnitude(target: Target) -> float:
     """max over units of |coefficient| · ‖direction‖ (Hermite: |scale|), in float64 on the host."""
-    from w2sjax.targets import target_units
+    from w2sjax.targets import GroupTarget, target_units
 
+    if isinstance(target, GroupTarget):
+        return max(_target_magnitude(f) for f in target.terms)
     largest = 0.0
     for kind, _, directions, coef in target_units(target):
         coef = np.abs(np.asarray(coef, np.float64))
@@ -200,9 +227,37 @@ def _target_magnitude(target: Target) -> float:
     return largest
 
 
-def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=()):
-    """(student, teachers, target, inputs, points, Scales) at unit scale (concrete values; exact rescaling)."""
-    from w2sjax.inputs import InputDistribution
+def input_scale(laws) -> float:
+    """s_x: a power of four near the largest variance of every Gaussian component of ``laws`` (mixtures
+    included); 1 where any component is spherical (its radius √d is fixed, so it cannot be rescaled)."""
+    from w2sjax.inputs import components
+
+    parts = [law for inputs in laws for _, law in components(inputs)]
+    if any(law.kind != "gaussian" for law in parts):
+        return 1.0
+    top = max(float(np.max(np.asarray(law.variances, np.float64))) for law in parts)
+    s_x = _power_of_two(top) if top > 0 else 1.0
+    if round(math.log2(s_x)) % 2:
+        s_x *= 2.0  # a power of four: √s_x is a power of two
+    return s_x
+
+
+def scale_law(inputs, s_x: float):
+    """The law of x/√s_x: every Gaussian component's Σ divided by s_x (weights unchanged)."""
+    from w2sjax.inputs import InputDistribution, Mixture
+
+    if s_x == 1.0:
+        return inputs
+    if isinstance(inputs, Mixture):
+        return Mixture(inputs.weights, tuple(scale_law(c, s_x) for c in inputs.components))
+    return InputDistribution(inputs.covariance / s_x, inputs.kind)
+
+
+def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=(), also=()):
+    """(student, teachers, target, inputs, points, Scales) at unit scale (concrete values; exact rescaling).
+
+    ``also``: the problem's other input laws (a teacher's or a test law); the input scale is chosen over all
+    of them, and the caller rescales them with ``scale_law(law, scales.inputs)``."""
     from w2sjax.targets import scale_target
 
     s_u = _power_of_two(float(np.max(np.abs(np.asarray(student.weights, np.float64)))))
@@ -211,13 +266,9 @@ def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target,
     t_scale = np.asarray([_power_of_two(float(v)) for v in t_scale], dtype=np.float64)
     teachers = RandomFeatures(teachers.weights / jnp.asarray(t_scale, teachers.weights.dtype)[:, None, None],
                               teachers.width, teachers.activation)
-    s_x = 1.0
-    if isinstance(inputs, InputDistribution) and inputs.kind == "gaussian":
-        top = float(np.max(np.asarray(inputs.variances, np.float64)))
-        s_x = _power_of_two(top) if top > 0 else 1.0
-        if round(math.log2(s_x)) % 2:
-            s_x *= 2.0  # a power of four: √s_x is a power of two
-        inputs = InputDistribution(inputs.covariance / s_x, inputs.kind)
+    s_x = input_scale((inputs, *also))
+    if s_x != 1.0:
+        inputs = scale_law(inputs, s_x)
         target = _scale_directions(target, math.sqrt(s_x))
         points = tuple(None if p is None else p / math.sqrt(s_x) for p in points)
     s_f = _power_of_two(_target_magnitude(target))
@@ -281,10 +332,12 @@ def weak_to_strong(
     sample_seed: int = 0,
     labels=None,
     heldout=None,
-    teacher_data: str = "samples",
+    teacher_data: str | None = None,
     student_data: str = "samples",
     teacher_time: float = math.inf,
     rcond: float | None = None,
+    teacher_inputs=None,
+    test_inputs=None,
     **route_options,
 ) -> W2SResult:
     """The weak-to-strong figures of merit of one student against one or more teachers, exactly.
@@ -297,12 +350,20 @@ def weak_to_strong(
       times: (T,) strictly increasing positive stopping times of the student.
       method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"`` (see ``engine``).
       samples: train on n samples instead of the law: a count n (drawn from ``inputs`` with ``sample_seed``)
-        or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``) and the student learns
-        the teacher's values at the same points (``student_data="samples"``). Errors stay population errors.
-      labels: (n,) the true labels at the samples (default f*(x_i)).
+        or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``, the default without
+        ``teacher_inputs``) and the student learns the teacher's values at the same points
+        (``student_data="samples"``). Errors stay population errors.
+      labels: (n,) the true labels at the samples (default f*(x_i); for a group target drawn by count, f_g(x_i)
+        at the drawn groups).
       heldout: an (m, d) array: errors become mean squares over it (f* evaluated there) instead of the law.
       teacher_time: the teacher's flow time (∞: least squares).
       rcond: relative eigenvalue cutoff (default M·ε).
+      teacher_inputs: the law the teacher is fitted on, P_ℓ (population; default ``inputs``). ``inputs`` is
+        then the student's training law P_u (or the law its samples are drawn from).
+      test_inputs: the law errors are measured on, P_test (default ``inputs``): L_TE, L_ST(t), L_ceil (the
+        student trained on the true labels under its own law, at its own best time). A sequence of laws
+        (P_test, P_1, …) scores the one training run on each: the result gets a leading evaluation-law axis
+        (``scoring``: ``law_result``, ``losses_at``), all from one decomposition of G_train.
       **route_options: ``engine.solve_objective`` options (operator, tol, time_rtol, max_blocks, tile_rows,
         mesh, memory_bytes, progress).
 
@@ -313,6 +374,18 @@ def weak_to_strong(
 
     single = isinstance(teachers, RandomFeatures) and teachers.weights.ndim == 2
     batch = as_batch(teachers)
+    # --- laws: the teacher's P_ℓ and the test laws (P_test, …) beside the student's P_u = inputs
+    stacked = isinstance(test_inputs, (list, tuple))
+    test_laws = tuple(test_inputs) if stacked else (() if test_inputs is None else (test_inputs,))
+    if stacked and not test_laws:
+        raise ValueError("test_inputs is an empty sequence; give at least one law (or None for `inputs`)")
+    if teacher_data is None:
+        teacher_data = "samples" if teacher_inputs is None else "population"
+    elif teacher_inputs is not None and teacher_data == "samples":
+        raise ValueError("teacher_inputs is the law the teacher is fitted on (population): drop teacher_data, or "
+                         "drop teacher_inputs to fit the teacher on the samples")
+    if test_laws and heldout is not None:
+        raise ValueError("give test_inputs (a law to score on) or heldout (points to score on), not both")
     check_choice(teacher_data, TRAINING_DATA, "teacher_data")
     check_choice(student_data, TRAINING_DATA, "student_data")
     if not teacher_time > 0:
@@ -325,12 +398,21 @@ def weak_to_strong(
         check_features(RandomFeatures(batch.weights[0], batch.width[0], batch.activation), inputs, "teacher features")
         check_finite(np.asarray(batch.weights), "teacher weights")
         check_target_inputs(target, inputs)
+        for name, other in [("teacher_inputs", teacher_inputs)] + [("test_inputs", t) for t in test_laws]:
+            if other is not None:
+                check_law(other, name)
+                if input_dim(other) != input_dim(inputs):
+                    raise ValueError(f"{name} has dimension {input_dim(other)} but inputs have dimension "
+                                     f"{input_dim(inputs)}; give laws of one dimension")
+                check_target_inputs(target, other)
     else:
         grid = times
     points = None
     if samples is not None:
         if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
             points = draw_samples(inputs, int(samples), sample_seed)
+            if labels is None and isinstance(target, GroupTarget):  # f*(x, g) needs the drawn groups
+                labels = group_target_values(target, points, draw_groups(inputs, int(samples), sample_seed))
         else:
             arr = np.asarray(samples) if not traced else samples
             if not traced:
@@ -358,19 +440,28 @@ def weak_to_strong(
 
     scales = Scales()
     if not traced:
+        others = tuple(x for x in (teacher_inputs, *test_laws) if x is not None)
         student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs,
-                                                                            (points, held))
+                                                                            (points, held), also=others)
+        teacher_inputs = None if teacher_inputs is None else scale_law(teacher_inputs, scales.inputs)
+        test_laws = tuple(scale_law(t, scales.inputs) for t in test_laws)
         if label_values is not None:
             label_values = label_values / scales.target
     internal_times = jnp.asarray(grid, dtype) * scales.time
     law = Law(inputs)
-    evaluation = None if held is None else Samples(held, target_values(target, held))
+    teacher_law = law if teacher_inputs is None else Law(teacher_inputs)
+    evaluations = tuple(Law(t) for t in test_laws)
+    evaluation = Samples(held, target_values(target, held)) if held is not None else (
+        evaluations[0] if evaluations else None)
     if points is not None and teacher_data == "samples":
         truth = label_values if label_values is not None else target_values(target, points)
         teacher_train = Samples(points, truth[None])
-        fit = fit_teachers(batch, target, teacher_train, evaluation or law, teacher_time, rcond)
+        fits = [fit_teachers(batch, target, teacher_train, e, teacher_time, rcond)
+                for e in (evaluations or (evaluation or law,))]
     else:
-        fit = fit_teachers(batch, target, law, evaluation, teacher_time, rcond)
+        default = evaluation if teacher_inputs is None else (evaluation or law)
+        fits = [fit_teachers(batch, target, teacher_law, e, teacher_time, rcond) for e in (evaluations or (default,))]
+    fit = fits[0]
     functions = teacher_functions(batch, fit)
     if points is not None and student_data == "samples":
         values = None
@@ -385,19 +476,31 @@ def weak_to_strong(
         objective = Objective(student, (functions,), target, law)
     if not traced:
         check_objective(objective)
-    result, _, _ = solve_objective(objective, internal_times, method=method, rcond=rcond, **route_options)
+    result, decomposition, _ = solve_objective(objective, internal_times, method=method, rcond=rcond,
+                                               with_basis=len(evaluations) > 1, **route_options)
     n = batch.weights.shape[0]
-    if objective.population:
-        ceiling, ceiling_error = result.ceiling_loss[0], result.error.ceiling_loss[0]
-    else:  # the true-label row: the student trained on f*, at its own best time
-        ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
-        result = result.select(slice(0, n))
-    ratio, pgr = gain_ratio(fit.loss, result.best_student_loss, ceiling)
-    result = dataclasses.replace(
-        result, teacher_loss=fit.loss, ceiling_loss=jnp.broadcast_to(ceiling, (n,)), ratio=ratio, pgr=pgr,
-        error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
-    )
-    if not traced:
-        result = rescale(result, scales, grid)
-        check_finite_result(result)
-    return result.select(0) if single else result
+
+    def finish(result, fit):
+        if objective.population:
+            ceiling, ceiling_error = result.ceiling_loss[0], result.error.ceiling_loss[0]
+        else:  # the true-label row: the student trained on f*, at its own best time
+            ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
+            result = result.select(slice(0, n))
+        ratio, pgr = gain_ratio(fit.loss, result.best_student_loss, ceiling)
+        result = dataclasses.replace(
+            result, teacher_loss=fit.loss, ceiling_loss=jnp.broadcast_to(ceiling, (n,)), ratio=ratio, pgr=pgr,
+            error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
+        )
+        if not traced:
+            result = rescale(result, scales, grid)
+            check_finite_result(result)
+        return result.select(0) if single else result
+
+    if not stacked:
+        return finish(result, fit)
+    # further test laws: the same decomposition of G_train, scored on each law (scoring.law_problem)
+    results = [finish(result, fit)]
+    for other, other_fit in zip(evaluations[1:], fits[1:]):
+        problem = law_problem_jit(decomposition, objective, other, rcond=rcond)
+        results.append(finish(_summarize(problem, internal_times, route=result.route), other_fit))
+    return stack_results(results)
