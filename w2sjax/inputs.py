@@ -5,8 +5,8 @@
 
 Every law is a frozen dataclass registered as a PyTree (arrays are leaves, kinds are static), so laws pass
 through ``jax.jit`` and ``jax.vmap``. ``components(law)`` lists (weight, law) pairs: a plain law is its own
-single component, and mixtures (``mixtures``) list theirs, so a moment of a mixture is the weighted sum of the
-moments of its components.
+single component, and a ``Mixture`` Σ_g π_g P_g (groups of inputs, each Gaussian with its own Σ_g, or
+spherical) lists its own, so a moment of a mixture is the weighted sum of the moments of its components.
 """
 
 from __future__ import annotations
@@ -142,12 +142,154 @@ def covariance_product(inputs: InputDistribution, A: jax.Array) -> jax.Array:
 
 def sample_inputs(inputs: InputDistribution, key: jax.Array, n: int) -> jax.Array:
     """n i.i.d. samples of x, shape (n, d)."""
+    if isinstance(inputs, Mixture):
+        return sample_mixture(inputs, key, n)[0]
     z = jax.random.normal(key, (n, inputs.dim), inputs.dtype)
     if inputs.kind == "sphere":
         return z * (math.sqrt(inputs.dim) / jnp.linalg.norm(z, axis=-1, keepdims=True))
     if inputs.is_diagonal:
         return z * jnp.sqrt(inputs.covariance)
     return z @ jnp.linalg.cholesky(inputs.covariance).T
+
+
+# --------------------------------------------------------------------------------------------------
+# Mixtures: groups of inputs, each with its own law
+# --------------------------------------------------------------------------------------------------
+
+WEIGHT_SUM_TOL = 1e-10
+"""|Σ_g π_g − 1| allowed in a mixture's weights."""
+
+
+@pytree
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+    """x ~ Σ_g π_g P_g: a group g drawn with probability π_g, then x from its component P_g.
+
+    Every moment is the weighted sum of the components' moments, E[u(x)] = Σ_g π_g E_g[u(x)], so the exact
+    Gaussian (or spherical) formulas apply component by component. Group g is the g-th component; a group
+    target (``targets.GroupTarget``) pairs its g-th function with it.
+
+    Attributes:
+      weights: (G,) π_g ≥ 0, Σ_g π_g = 1 (a weight may be 0: that group is absent).
+      components: G ``InputDistribution`` laws of one dimension (Gaussian with their own diagonal or full Σ_g,
+        or sphere).
+    """
+
+    weights: jax.Array
+    components: tuple
+
+    @property
+    def dim(self) -> int:
+        return self.components[0].dim
+
+    @property
+    def dtype(self):
+        return self.components[0].dtype
+
+    @property
+    def groups(self) -> int:
+        return len(self.components)
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """n samples, shape (n, d)."""
+        return sample_mixture(self, key, n)[0]
+
+
+def check_law(law, name: str = "input law") -> None:
+    """ValueError where a law is malformed (concrete values): Σ not finite, not symmetric or not positive
+    definite; mixture weights negative or not summing to 1; components of different dimensions."""
+    if isinstance(law, Mixture):
+        parts = law.components
+        if not isinstance(parts, tuple) or not parts or not all(isinstance(c, InputDistribution) for c in parts):
+            raise ValueError(f"{name}: mixture components must be a non-empty tuple of InputDistribution laws "
+                             "(no nested mixtures)")
+        w = np.asarray(law.weights, dtype=np.float64)
+        if w.shape != (len(parts),):
+            raise ValueError(f"{name}: mixture weights must have shape ({len(parts)},), one per component; "
+                             f"got {w.shape}")
+        check_finite(w, f"{name} mixture weights")
+        if np.any(w < 0):
+            raise ValueError(f"{name}: mixture weights must be >= 0; got min {w.min():.3g}")
+        if abs(w.sum() - 1) > WEIGHT_SUM_TOL:
+            raise ValueError(f"{name}: mixture weights must sum to 1; got sum {w.sum():.12g} (divide by the sum)")
+        dims = {c.dim for c in parts}
+        if len(dims) != 1:
+            raise ValueError(f"{name}: mixture components must share one dimension; got {sorted(dims)}")
+        for g, c in enumerate(parts):
+            check_law(c, f"{name} component {g}")
+        return
+    if not isinstance(law, InputDistribution):
+        raise ValueError(f"{name} must be an InputDistribution or a Mixture; got {type(law).__name__}")
+    if law.kind not in INPUT_KINDS:
+        raise ValueError(f"{name}: unknown kind {law.kind!r}; choose one of {INPUT_KINDS}")
+    cov = np.asarray(law.covariance, dtype=np.float64)
+    if cov.ndim not in (1, 2) or (cov.ndim == 2 and cov.shape[0] != cov.shape[1]) or cov.shape[-1] == 0:
+        raise ValueError(f"{name}: covariance must have shape (d,) or (d, d); got {cov.shape}")
+    check_finite(cov, f"{name} covariance")
+    if cov.ndim == 1:
+        if np.any(cov <= 0):
+            raise ValueError(f"{name}: variances (the diagonal of Σ) must be > 0; got min {cov.min():.3g}")
+        return
+    if not np.allclose(cov, cov.T, rtol=1e-12, atol=1e-300):
+        raise ValueError(f"{name}: covariance must be symmetric; pass (C + C.T) / 2")
+    if np.linalg.eigvalsh(cov).min() <= 0:
+        raise ValueError(f"{name}: covariance must be positive definite; its smallest eigenvalue is "
+                         f"{np.linalg.eigvalsh(cov).min():.3g}")
+
+
+def mixture_inputs(weights, laws, dtype=None) -> Mixture:
+    """The mixture Σ_g π_g P_g of ``laws`` (InputDistribution, one dimension) with ``weights`` π (G,)."""
+    laws = tuple(laws)
+    dtype = dtype or (laws[0].dtype if laws and isinstance(laws[0], InputDistribution) else default_float())
+    w = np.asarray(weights)
+    if np.iscomplexobj(w) or w.dtype.kind not in "iuf":
+        raise ValueError(f"mixture weights must be real numbers; got dtype {w.dtype}")
+    law = Mixture(jnp.asarray(w, dtype), laws)
+    check_law(law, "mixture")
+    return Mixture(law.weights, tuple(InputDistribution(jnp.asarray(c.covariance, dtype), c.kind) for c in laws))
+
+
+def gaussian_mixture(weights, covariances, dtype=None) -> Mixture:
+    """Σ_g π_g N(0, Σ_g): each Σ_g given by its diagonal (d,) or in full (d, d)."""
+    laws = []
+    for g, cov in enumerate(covariances):
+        c = np.asarray(cov, dtype=np.float64)
+        if c.ndim not in (1, 2) or c.size == 0:
+            raise ValueError(f"covariance of group {g} must have shape (d,) or (d, d); got {c.shape}")
+        try:
+            if c.ndim == 1:
+                laws.append(gaussian_inputs(c.shape[0], variances=c, dtype=dtype))
+            else:
+                laws.append(gaussian_inputs(c.shape[0], covariance=c, dtype=dtype))
+        except ValueError as err:
+            raise ValueError(f"group {g}: {err}") from None
+    if not laws:
+        raise ValueError("a mixture needs at least one group covariance")
+    return mixture_inputs(weights, laws, dtype)
+
+
+def with_weights(law: Mixture, weights) -> Mixture:
+    """The same groups with other weights (e.g. the teacher's, the student's and the test law)."""
+    return mixture_inputs(weights, law.components, law.dtype)
+
+
+def group_laws(law) -> tuple:
+    """The law of each group, as a mixture with one-hot weights (so group targets still pair group g with
+    component g): a tuple of G mixtures."""
+    if not isinstance(law, Mixture):
+        raise ValueError(f"group laws need a Mixture; got {type(law).__name__}")
+    eye = np.eye(law.groups)
+    return tuple(Mixture(jnp.asarray(eye[g], law.weights.dtype), law.components) for g in range(law.groups))
+
+
+def sample_mixture(law: Mixture, key: jax.Array, n: int):
+    """n i.i.d. draws of a mixture: (x (n, d), groups (n,) int)."""
+    key_group, key_x = jax.random.split(key)
+    logits = jnp.where(law.weights > 0, jnp.log(jnp.where(law.weights > 0, law.weights, 1)), -jnp.inf)
+    groups = jax.random.categorical(key_group, logits, shape=(n,))
+    keys = jax.random.split(key_x, law.groups)
+    draws = jnp.stack([sample_inputs(c, k, n) for c, k in zip(law.components, keys)])
+    return draws[groups, jnp.arange(n)], groups
 
 
 def components(inputs) -> tuple:

@@ -5,10 +5,18 @@
   ``NetworkTarget(inner, outer, activation)``: f*(x) = Σ_j a_j σ(v_jᵀx) (a ReLU or linear network; a trained
                                               teacher's function is one, with a = w_T/√M_TE)
   ``SumTarget(terms)``:                      the sum of its terms
+  ``GroupTarget(terms)``:                    f*(x) = f_g(x) for x drawn from group g of a ``Mixture`` (labels
+                                              that differ between groups; see below)
 
 A Hermite target with ‖β‖_Σ = 1 has E[h_k²] = 1 (the paper's convention: ‖β‖ = 1, Σ = I); any other β and Σ
 are allowed and their moments are exact. Targets are frozen dataclasses registered as PyTrees: a batch of
 targets of one structure (e.g. teachers padded to one width) is the same class with a leading axis.
+
+A group target is a function of (x, g), not of x alone: under a mixture Σ_g π_g P_g its moments are
+E[u(x) f*] = Σ_g π_g E_g[u(x) f_g(x)] and E[f*²] = Σ_g π_g E_g[f_g(x)²], each an exact single-law moment of
+an ordinary target; its values need the groups (``group_target_values``). Its g-th function pairs with the
+g-th component of whatever mixture it is scored under (the teacher's, the student's or the test law), so
+every such law must have exactly G components (one-hot mixtures for one group: ``inputs.group_laws``).
 """
 
 from __future__ import annotations
@@ -74,7 +82,23 @@ class SumTarget:
     terms: tuple
 
 
-Target = Union[LinearTarget, HermiteTarget, NetworkTarget, SumTarget]
+@pytree
+@dataclasses.dataclass(frozen=True)
+class GroupTarget:
+    """f*(x, g) = f_g(x): one ordinary target per group (component) of a mixture law.
+
+    Attributes:
+      terms: (f_1, …, f_G), linear, Hermite, network or sum targets of one input dimension.
+    """
+
+    terms: tuple
+
+    @property
+    def groups(self) -> int:
+        return len(self.terms)
+
+
+Target = Union[LinearTarget, HermiteTarget, NetworkTarget, SumTarget, GroupTarget]
 TARGET_TYPES = (LinearTarget, HermiteTarget, NetworkTarget, SumTarget)
 
 
@@ -136,6 +160,20 @@ def network_target(inner, outer, activation: str = "relu", dtype=None) -> Networ
     return NetworkTarget(jnp.asarray(v, dtype), jnp.asarray(a, dtype), activation)
 
 
+def group_target(*terms) -> GroupTarget:
+    """f*(x, g) = terms[g](x): the target of group g of a mixture (one ordinary target per group)."""
+    if not terms:
+        raise ValueError("a group target needs one target per group; got none")
+    for g, t in enumerate(terms):
+        if not isinstance(t, TARGET_TYPES):
+            raise ValueError(f"group target term {g} must be an ordinary target (linear, Hermite, network or sum); "
+                             f"got {type(t).__name__}")
+    dims = {target_dim(t) for t in terms}
+    if len(dims) != 1:
+        raise ValueError(f"group target terms must share one input dimension; got {sorted(dims)}")
+    return GroupTarget(tuple(terms))
+
+
 def sum_target(*terms) -> SumTarget:
     """The sum of linear, Hermite and network targets (sums are flattened)."""
     if not terms:
@@ -188,6 +226,9 @@ def inputs_dtype(inputs):
 
 
 def target_terms(target: Target) -> tuple:
+    if isinstance(target, GroupTarget):
+        raise ValueError("a group target has one target per group, not one set of terms: use its .terms[g] "
+                         "(or a mixture-aware function: moments, group_target_values)")
     if isinstance(target, SumTarget):
         return target.terms
     if isinstance(target, TARGET_TYPES):
@@ -211,6 +252,11 @@ def target_units(target: Target) -> list:
 
 
 def target_dim(target: Target) -> int:
+    if isinstance(target, GroupTarget):
+        dims = {target_dim(t) for t in target.terms}
+        if len(dims) != 1:
+            raise ValueError(f"group target terms must share one input dimension; got {sorted(dims)}")
+        return dims.pop()
     dims = {int(u[2].shape[-1]) for u in target_units(target)}
     if len(dims) != 1:
         raise ValueError(f"all target terms must have the same input dimension; got {sorted(dims)}")
@@ -219,14 +265,46 @@ def target_dim(target: Target) -> int:
 
 def target_values(target: Target, x: jax.Array) -> jax.Array:
     """f*(x) for x of shape (..., d); returns shape (...)."""
+    if isinstance(target, GroupTarget):
+        raise ValueError("a group target's value depends on the group of x: use group_target_values(target, x, "
+                         "groups), or give the labels at the samples")
     total = 0.0
     for kind, degree, directions, coef in target_units(target):
         total = total + unit_values(kind, degree, x @ directions.T) @ coef
     return total
 
 
+# --------------------------------------------------------------------------------------------------
+# Group targets: moments pair group g's function with the law's g-th component
+# --------------------------------------------------------------------------------------------------
+
+
+def group_pairs(target: GroupTarget, inputs) -> tuple:
+    """((π_g, P_g, f_g), …) pairing the g-th target with the g-th component of ``inputs``."""
+    parts = components(inputs)
+    if len(parts) != target.groups:
+        raise ValueError(f"a group target of {target.groups} groups needs a mixture of {target.groups} components; "
+                         f"this law has {len(parts)} (use inputs.group_laws for one group's law)")
+    return tuple((w, law, f) for (w, law), f in zip(parts, target.terms))
+
+
+def group_target_values(target: Target, x: jax.Array, groups: jax.Array) -> jax.Array:
+    """f*(x_i, g_i) for x (n, d) and groups (n,) (a plain target ignores the groups)."""
+    if not isinstance(target, GroupTarget):
+        return target_values(target, x)
+    values = jnp.stack([target_values(f, x) for f in target.terms])
+    return jnp.take_along_axis(values, jnp.asarray(groups)[None], axis=0)[0]
+
+
+def _by_group(moment, target, inputs):
+    """Σ_g π_g moment(f_g, P_g)."""
+    return sum(w * moment(f, law) for w, law, f in group_pairs(target, inputs))
+
+
 def target_second_moment(target: Target, inputs) -> jax.Array:
     """s* = E[f*(x)²]."""
+    if isinstance(target, GroupTarget):
+        return _by_group(target_second_moment, target, inputs)
     units = target_units(target)
     total = 0.0
     for ka, da, A, ca in units:
@@ -237,11 +315,15 @@ def target_second_moment(target: Target, inputs) -> jax.Array:
 
 def target_mean(target: Target, inputs) -> jax.Array:
     """E[f*(x)]."""
+    if isinstance(target, GroupTarget):
+        return _by_group(target_mean, target, inputs)
     return sum(unit_mean(kind, degree, A, inputs) @ coef for kind, degree, A, coef in target_units(target))
 
 
 def units_target_moment(kind: str, degree: int, A: jax.Array, target: Target, inputs) -> jax.Array:
     """E[σ(A x) f*(x)] for units σ(A x): (M, d) → (M,)."""
+    if isinstance(target, GroupTarget):
+        return _by_group(lambda f, law: units_target_moment(kind, degree, A, f, law), target, inputs)
     total = 0.0
     for kb, db, B, cb in target_units(target):
         total = total + unit_moment(kind, degree, A, kb, db, B, inputs) @ cb
@@ -250,6 +332,11 @@ def units_target_moment(kind: str, degree: int, A: jax.Array, target: Target, in
 
 def target_cross_moment(p: Target, q: Target, inputs) -> jax.Array:
     """E[f_p(x) f_q(x)]."""
+    if isinstance(p, GroupTarget) or isinstance(q, GroupTarget):
+        group = p if isinstance(p, GroupTarget) else q
+        pick = lambda t, g: t.terms[g] if isinstance(t, GroupTarget) else t
+        return sum(w * target_cross_moment(pick(p, g), pick(q, g), law)
+                   for g, (w, law, _) in enumerate(group_pairs(group, inputs)))
     total = 0.0
     for ka, da, A, ca in target_units(p):
         total = total + ca @ units_target_moment(ka, da, A, q, inputs)
@@ -258,6 +345,12 @@ def target_cross_moment(p: Target, q: Target, inputs) -> jax.Array:
 
 def check_target_inputs(target: Target, inputs) -> None:
     """ValueError where the target does not fit the inputs (dimension, non-finite values, sphere units)."""
+    if isinstance(target, GroupTarget):
+        if not isinstance(target.terms, tuple) or not target.terms:
+            raise ValueError("a group target needs a non-empty tuple of targets, one per group")
+        for w, law, f in group_pairs(target, inputs):
+            check_target_inputs(f, law)
+        return
     d = target_dim(target)
     if d != input_dim(inputs):
         raise ValueError(f"target dimension {d} does not match the input dimension {input_dim(inputs)}")
@@ -272,6 +365,8 @@ def check_target_inputs(target: Target, inputs) -> None:
 
 def scale_target(target: Target, factor) -> Target:
     """factor · f*."""
+    if isinstance(target, GroupTarget):
+        return GroupTarget(tuple(scale_target(f, factor) for f in target.terms))
     out = []
     for term in target_terms(target):
         if isinstance(term, LinearTarget):

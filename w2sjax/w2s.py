@@ -30,6 +30,11 @@ from w2sjax.objectives import Law, Objective, Samples, check_objective
 from w2sjax.routes.dense import eigh_decomposition
 from w2sjax.spectral import Decomposition, inverse_sqrt
 from w2sjax.targets import Target, check_target_inputs, target_values
+# shifted laws (teacher, student and test on different input laws)
+from w2sjax.engine import _summarize
+from w2sjax.inputs import check_law
+from w2sjax.scoring import law_problem_jit, stack_results
+from w2sjax.targets import GroupTarget, group_target_values
 
 
 @jax.tree_util.register_dataclass
@@ -142,7 +147,10 @@ def draw_samples(inputs, n: int, seed: int) -> jax.Array:
 
     check_positive_int(n, "n (number of samples)")
     law = components(inputs)[0][1] if len(components(inputs)) == 1 else inputs
-    return _draw(law, jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM), int(n))
+    key = jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM)
+    if len(components(inputs)) > 1:  # a mixture: the points of draw_groups' draw
+        return _draw_mixture(law, key, int(n))[0]
+    return _draw(law, key, int(n))
 
 
 @partial(jax.jit, static_argnames=("n",))
@@ -150,6 +158,21 @@ def _draw(law, key, n):
     from w2sjax.inputs import sample_inputs
 
     return sample_inputs(law, key, n)
+
+
+def draw_groups(inputs, n: int, seed: int) -> jax.Array:
+    """(n,) the groups of the points ``draw_samples(inputs, n, seed)`` (zeros for a one-component law)."""
+    if len(components(inputs)) == 1:
+        return jnp.zeros((int(n),), jnp.int32)
+    key = jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM)
+    return _draw_mixture(inputs, key, int(n))[1]
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _draw_mixture(law, key, n):
+    from w2sjax.inputs import sample_mixture
+
+    return sample_mixture(law, key, n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +198,10 @@ class Scales:
 
 def _scale_directions(target: Target, factor: float) -> Target:
     """f(x) → f(factor · x): every unit direction times ``factor``."""
-    from w2sjax.targets import HermiteTarget, LinearTarget, NetworkTarget, SumTarget, target_terms
+    from w2sjax.targets import GroupTarget, HermiteTarget, LinearTarget, NetworkTarget, SumTarget, target_terms
 
+    if isinstance(target, GroupTarget):
+        return GroupTarget(tuple(_scale_directions(f, factor) for f in target.terms))
     out = []
     for term in target_terms(target):
         if isinstance(term, LinearTarget):
@@ -190,8 +215,11 @@ def _scale_directions(target: Target, factor: float) -> Target:
 
 def _target_magnitude(target: Target, traced: bool = False):
     """max over units of |coefficient| · ‖direction‖ (Hermite: |scale|): in float64 on the host, or traced."""
-    from w2sjax.targets import target_units
+    from w2sjax.targets import GroupTarget, target_units
 
+    if isinstance(target, GroupTarget):
+        parts = [_target_magnitude(f, traced) for f in target.terms]
+        return jnp.max(jnp.stack(parts)) if traced else max(parts)
     if traced:
         parts = []
         for kind, _, directions, coef in target_units(target):
@@ -233,40 +261,70 @@ def unit_teachers(teachers: RandomFeatures) -> RandomFeatures:
     return RandomFeatures(teachers.weights / t_scale[:, None, None], teachers.width, teachers.activation)
 
 
-def unit_law(target: Target, inputs, points=()):
+def input_scale(laws) -> float:
+    """s_x: a power of four near the largest variance of every Gaussian component of ``laws`` (mixtures
+    included); 1 where any component is spherical (its radius √d is fixed, so it cannot be rescaled)."""
+    from w2sjax.inputs import components
+
+    parts = [law for inputs in laws for _, law in components(inputs)]
+    if any(law.kind != "gaussian" for law in parts):
+        return 1.0
+    top = max(float(np.max(np.asarray(law.variances, np.float64))) for law in parts)
+    s_x = _power_of_two(top) if top > 0 else 1.0
+    if round(math.log2(s_x)) % 2:
+        s_x *= 2.0  # a power of four: √s_x is a power of two
+    return s_x
+
+
+def scale_law(inputs, s_x: float):
+    """The law of x/√s_x: every Gaussian component's Σ divided by s_x (weights unchanged)."""
+    from w2sjax.inputs import InputDistribution, Mixture
+
+    if s_x == 1.0:
+        return inputs
+    if isinstance(inputs, Mixture):
+        return Mixture(inputs.weights, tuple(scale_law(c, s_x) for c in inputs.components))
+    return InputDistribution(inputs.covariance / s_x, inputs.kind)
+
+
+def unit_law(target: Target, inputs, points=(), also=()):
     """(target, inputs, points, s_x, s_f) with the input variances and f* brought to unit scale (exact).
 
-    Concrete values are scaled with Python floats; traced ones (jit/vmap/grad) with traced powers of two,
-    held constant for derivatives (the rescaling is an exact identity, so derivatives are unchanged)."""
+    ``also``: the problem's other input laws (a teacher's or a test law); the input scale is chosen over all
+    of them, and the caller rescales them with ``scale_law(law, s_x)``. Concrete values are scaled with
+    Python floats; traced ones (jit/vmap/grad) with traced powers of two, held constant for derivatives (the
+    rescaling is an exact identity, so derivatives are unchanged)."""
     from w2sjax.inputs import InputDistribution
     from w2sjax.targets import scale_target
 
-    traced = is_traced(target, inputs, points)
-    s_x = 1.0
-    if isinstance(inputs, InputDistribution) and inputs.kind == "gaussian":
-        if traced:
+    traced = is_traced(target, inputs, points, also)
+    if traced:
+        s_x = 1.0
+        if isinstance(inputs, InputDistribution) and inputs.kind == "gaussian" and not also:
             s_x = _traced_power_of_two(jnp.max(inputs.variances), even=True)
             root = jnp.sqrt(s_x)
-        else:
-            top = float(np.max(np.asarray(inputs.variances, np.float64)))
-            s_x = _power_of_two(top) if top > 0 else 1.0
-            if round(math.log2(s_x)) % 2:
-                s_x *= 2.0  # a power of four: √s_x is a power of two
+            inputs = InputDistribution(inputs.covariance / s_x, inputs.kind)
+            target = _scale_directions(target, root)
+            points = tuple(None if p is None else p / root for p in points)
+    else:
+        s_x = input_scale((inputs, *also))
+        if s_x != 1.0:
             root = math.sqrt(s_x)
-        inputs = InputDistribution(inputs.covariance / s_x, inputs.kind)
-        target = _scale_directions(target, root)
-        points = tuple(None if p is None else p / root for p in points)
+            inputs = scale_law(inputs, s_x)
+            target = _scale_directions(target, root)
+            points = tuple(None if p is None else p / root for p in points)
     magnitude = _target_magnitude(target, traced)
     s_f = _traced_power_of_two(magnitude) if traced else _power_of_two(magnitude)
     target = scale_target(target, 1.0 / s_f)
     return target, inputs, points, s_x, s_f
 
 
-def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=()):
-    """(student, teachers, target, inputs, points, Scales) at unit scale (concrete values; exact rescaling)."""
+def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=(), also=()):
+    """(student, teachers, target, inputs, points, Scales) at unit scale (exact rescaling; ``also``: see
+    ``unit_law``)."""
     student, s_u = unit_features(student)
     teachers = unit_teachers(teachers)
-    target, inputs, points, s_x, s_f = unit_law(target, inputs, points)
+    target, inputs, points, s_x, s_f = unit_law(target, inputs, points, also)
     return student, teachers, target, inputs, points, Scales(s_u, s_x, s_f)
 
 
@@ -356,10 +414,12 @@ def weak_to_strong(
     sample_seed: int = 0,
     labels=None,
     heldout=None,
-    teacher_data: str = "samples",
+    teacher_data: str | None = None,
     student_data: str = "samples",
     teacher_time: float = math.inf,
     rcond: float | None = None,
+    teacher_inputs=None,
+    test_inputs=None,
     **route_options,
 ) -> W2SResult:
     """The weak-to-strong figures of merit of one student against one or more teachers, exactly.
@@ -373,12 +433,20 @@ def weak_to_strong(
       times: (T,) strictly increasing positive stopping times of the student.
       method: ``"auto"``, ``"eigh"``, ``"factor"``, ``"krylov"``, ``"infinite"`` (see ``engine``).
       samples: train on n samples instead of the law: a count n (drawn from ``inputs`` with ``sample_seed``)
-        or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``) and the student learns
-        the teacher's values at the same points (``student_data="samples"``). Errors stay population errors.
-      labels: (n,) the true labels at the samples (default f*(x_i)).
+        or an (n, d) array; the teacher learns f* on them (``teacher_data="samples"``, the default without
+        ``teacher_inputs``) and the student learns the teacher's values at the same points
+        (``student_data="samples"``). Errors stay population errors.
+      labels: (n,) the true labels at the samples (default f*(x_i); for a group target drawn by count, f_g(x_i)
+        at the drawn groups).
       heldout: an (m, d) array: errors become mean squares over it (f* evaluated there) instead of the law.
       teacher_time: the teacher's flow time (∞: least squares).
       rcond: relative eigenvalue cutoff (default M·ε).
+      teacher_inputs: the law the teacher is fitted on, P_ℓ (population; default ``inputs``). ``inputs`` is
+        then the student's training law P_u (or the law its samples are drawn from).
+      test_inputs: the law errors are measured on, P_test (default ``inputs``): L_TE, L_ST(t), L_ceil (the
+        student trained on the true labels under its own law, at its own best time). A sequence of laws
+        (P_test, P_1, …) scores the one training run on each: the result gets a leading evaluation-law axis
+        (``scoring``: ``law_result``, ``losses_at``), all from one decomposition of G_train.
       **route_options: ``engine.solve_objective`` options (operator, tol, time_rtol, max_blocks, tile_rows,
         mesh, memory_bytes, progress).
 
@@ -389,6 +457,18 @@ def weak_to_strong(
 
     single = isinstance(teachers, RandomFeatures) and teachers.weights.ndim == 2
     batch = as_batch(teachers)
+    # --- laws: the teacher's P_ℓ and the test laws (P_test, …) beside the student's P_u = inputs
+    stacked = isinstance(test_inputs, (list, tuple))
+    test_laws = tuple(test_inputs) if stacked else (() if test_inputs is None else (test_inputs,))
+    if stacked and not test_laws:
+        raise ValueError("test_inputs is an empty sequence; give at least one law (or None for `inputs`)")
+    if teacher_data is None:
+        teacher_data = "samples" if teacher_inputs is None else "population"
+    elif teacher_inputs is not None and teacher_data == "samples":
+        raise ValueError("teacher_inputs is the law the teacher is fitted on (population): drop teacher_data, or "
+                         "drop teacher_inputs to fit the teacher on the samples")
+    if test_laws and heldout is not None:
+        raise ValueError("give test_inputs (a law to score on) or heldout (points to score on), not both")
     check_choice(teacher_data, TRAINING_DATA, "teacher_data")
     check_choice(student_data, TRAINING_DATA, "student_data")
     if not teacher_time > 0:
@@ -400,12 +480,21 @@ def weak_to_strong(
     dtype = components(inputs)[0][1].dtype
     if not traced:
         grid = check_problem(((student, "student features"),), batch, target, inputs, times)
+        for name, other in [("teacher_inputs", teacher_inputs)] + [("test_inputs", t) for t in test_laws]:
+            if other is not None:
+                check_law(other, name)
+                if input_dim(other) != input_dim(inputs):
+                    raise ValueError(f"{name} has dimension {input_dim(other)} but inputs have dimension "
+                                     f"{input_dim(inputs)}; give laws of one dimension")
+                check_target_inputs(target, other)
     else:
         grid = times
     points = None
     if samples is not None:
         if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
             points = draw_samples(inputs, int(samples), sample_seed)
+            if labels is None and isinstance(target, GroupTarget):  # f*(x, g) needs the drawn groups
+                labels = group_target_values(target, points, draw_groups(inputs, int(samples), sample_seed))
         else:
             arr = np.asarray(samples) if not traced else samples
             if not traced:
@@ -437,21 +526,30 @@ def weak_to_strong(
                 raise ValueError(f"labels must have shape ({points.shape[0]},), one per sample; got {label_values.shape}")
             check_finite(np.asarray(label_values), "labels")
 
-    student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs, (points, held))
+    others = tuple(x for x in (teacher_inputs, *test_laws) if x is not None)
+    student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs,
+                                                                        (points, held), also=others)
+    teacher_inputs = None if teacher_inputs is None else scale_law(teacher_inputs, scales.inputs)
+    test_laws = tuple(scale_law(t, scales.inputs) for t in test_laws)
     if label_values is not None:
         label_values = label_values / scales.target
     if held_values is not None:
         held_values = held_values / scales.target
     internal_times = jnp.asarray(grid, dtype) * scales.time
     law = Law(inputs)
-    evaluation = None if held is None else Samples(held, target_values(target, held) if held_values is None
-                                                   else held_values)
+    teacher_law = law if teacher_inputs is None else Law(teacher_inputs)
+    evaluations = tuple(Law(t) for t in test_laws)
+    evaluation = (Samples(held, target_values(target, held) if held_values is None else held_values)
+                  if held is not None else (evaluations[0] if evaluations else None))
     if points is not None and teacher_data == "samples":
         truth = label_values if label_values is not None else target_values(target, points)
         teacher_train = Samples(points, truth[None])
-        fit = fit_teachers(batch, target, teacher_train, evaluation or law, teacher_time, rcond)
+        fits = [fit_teachers(batch, target, teacher_train, e, teacher_time, rcond)
+                for e in (evaluations or (evaluation or law,))]
     else:
-        fit = fit_teachers(batch, target, law, evaluation, teacher_time, rcond)
+        default = evaluation if teacher_inputs is None else (evaluation or law)
+        fits = [fit_teachers(batch, target, teacher_law, e, teacher_time, rcond) for e in (evaluations or (default,))]
+    fit = fits[0]
     functions = teacher_functions(batch, fit)
     if points is not None and student_data == "samples":
         values = None
@@ -466,16 +564,28 @@ def weak_to_strong(
         objective = Objective(student, (functions,), target, law)
     if not traced:
         check_objective(objective)
-    result, _, _ = solve_objective(objective, internal_times, method=method, rcond=rcond, **route_options)
+    result, decomposition, _ = solve_objective(objective, internal_times, method=method, rcond=rcond,
+                                               with_basis=len(evaluations) > 1, **route_options)
     n = batch.weights.shape[0]
-    if objective.population:
-        ceiling, ceiling_error = result.ceiling_loss[0], result.error.ceiling_loss[0]
-    else:  # the true-label row: the student trained on f*, at its own best time
-        ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
-        result = result.select(slice(0, n))
-    result = against_teachers(result, fit.loss, ceiling, ceiling_error)
-    internal_best = result.best_time
-    result = rescale(result, scales, grid)
-    if not traced:
-        check_finite_result(result, internal_best)
-    return result.select(0) if single else result
+
+    def finish(result, fit):
+        if objective.population:
+            ceiling, ceiling_error = result.ceiling_loss[0], result.error.ceiling_loss[0]
+        else:  # the true-label row: the student trained on f*, at its own best time
+            ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
+            result = result.select(slice(0, n))
+        result = against_teachers(result, fit.loss, ceiling, ceiling_error)
+        internal_best = result.best_time
+        result = rescale(result, scales, grid)
+        if not traced:
+            check_finite_result(result, internal_best)
+        return result.select(0) if single else result
+
+    if not stacked:
+        return finish(result, fit)
+    # further test laws: the same decomposition of G_train, scored on each law (scoring.law_problem)
+    results = [finish(result, fit)]
+    for other, other_fit in zip(evaluations[1:], fits[1:]):
+        problem = law_problem_jit(decomposition, objective, other, rcond=rcond)
+        results.append(finish(_summarize(problem, internal_times, route=result.route), other_fit))
+    return stack_results(results)
