@@ -181,8 +181,10 @@ def test_planning_happens_first_and_refuses_what_cannot_fit(tmp_path):
     plan = runner.plan_study(config)
     assert len(plan.plans) == len(runner.run_units(config)) and plan.seconds > 0 and "run units" in plan.describe()
     with pytest.raises(ValueError, match="run unit d=8, M_ST=16: .*fit no route"):
-        runner.run_study(config, tmp_path, progress=False, memory_bytes=1000)
+        runner.run_study(config, tmp_path, progress=False, memory_bytes=10_000)
     assert not list((tmp_path / "runs").glob("*.json"))  # nothing computed
+    with pytest.raises(ValueError, match=r"the weights alone \(44 features × d = 8\)"):
+        runner.plan_study(config, memory_bytes=1000)  # refused before any weights are drawn
 
 
 def test_unknown_toml_key_lists_valid_keys(tmp_path):

@@ -95,7 +95,10 @@ def _step(state: KrylovState, i) -> KrylovState:
     w = op.place(op(v))
     h = state.basis.T @ w
     projection = jax.lax.dynamic_update_slice(state.projection, h, (jnp.zeros_like(i), i * p))
-    basis = op.place(_orthonormalize_into(state.basis, w, (i + 1) * p, jnp.linalg.norm(w, axis=0), projected=h))
+    # deflation is judged against ‖G‖ (≥ max |VᵀGV|), not ‖w‖: once the space is invariant, what is left of w
+    # is rounding of size ε‖G‖, which can be large against a small ‖w‖
+    scale = jnp.maximum(jnp.linalg.norm(w, axis=0), jnp.max(jnp.abs(projection)))
+    basis = op.place(_orthonormalize_into(state.basis, w, (i + 1) * p, scale, projected=h))
     return dataclasses.replace(state, basis=basis, projection=projection)
 
 

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -244,7 +245,8 @@ def check_study_size(config: StudyConfig, memory_bytes: int | None = None) -> No
                          "use fewer seeds or widths")
     records = sum(len(config.student_widths_for(p.input_dim)) * len(p.teacher_widths) for p in problems)
     curve_bytes = records * len(config.seeds) * config.num_times * 8
-    if curve_bytes > CURVE_MEMORY_FRACTION * memory:
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # the curves are kept in host memory
+    if curve_bytes > CURVE_MEMORY_FRACTION * host:
         raise ValueError(f"the curves of every run ({records * len(config.seeds):,} runs × {config.num_times:,} times) "
                          f"need {curve_bytes / 2**30:.3g} GiB; use fewer times, seeds or widths")
     for p in problems:  # weights are drawn in float64 whatever the precision
