@@ -131,6 +131,10 @@ def test_records_match_an_independent_numpy_computation():
     assert len(result.records) == 8
 
 
+SHIFT_KEYS = {"minority_teacher", "minority_student", "gain", "group_losses", "worst_group_loss",
+              "teacher_group_losses", "teacher_worst_group_loss"}
+
+
 @pytest.mark.parametrize("name", cfg.PRESETS)
 def test_every_preset_runs_shrunk(name, tmp_path):
     config = tiny(cfg.preset(name, quick=True))
@@ -140,17 +144,19 @@ def test_every_preset_runs_shrunk(name, tmp_path):
     n_students = len(config.student_widths) if config.student_widths else len(config.student_widths_per_dim)
     n_teachers = sum(len(p.teacher_widths) for p in problems)
     assert len(data["records"]) == n_teachers * n_students * len(config.seeds)
-    assert all(set(r) == RECORD_KEYS for r in data["records"])
+    keys = RECORD_KEYS | (SHIFT_KEYS if config.shift else set())
+    assert all(set(r) == keys for r in data["records"])
     assert all(0 < r["teacher_loss"] and 0 <= r["best_student_loss"] for r in data["records"])
     assert len(list((tmp_path / "runs").glob("*.json"))) == len(runner.run_units(config))
-    assert {"results.json", "curves.csv", "config.toml", "loss_ratio.png"} <= set(data["files"])
+    figure = "shift.png" if config.shift else "loss_ratio.png"
+    assert {"results.json", "curves.csv", "config.toml", figure} <= set(data["files"])
     pngs = [f for f in data["files"] if f.endswith(".png")]
     assert all((tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
     if name in ("fig5", "sizes"):
         assert "heatmap.png" in data["files"]
     if name == "fig3":  # each teacher width its own problem with d = round(M_TE^1.5) and M_ST = 16 d
         assert {(r["teacher_width"], r["input_dim"], r["student_width"]) for r in data["records"]} == {
-            (4, 8, 128), (6, 15, 240)}
+            (4, 8, 128), (6, 15, 240), (4, 8, "inf"), (6, 15, "inf")}
         variances = runner.input_variances(config, 15)
         assert variances[0] == 1.0 and np.allclose(variances[1:], 15 ** (-2 / 3))
         assert all(r["route"] == "factor" for r in data["records"])  # G_S = F Fᵀ: the d × d side
@@ -167,10 +173,11 @@ def test_presets_are_valid_and_round_trip():
             assert cfg.parse_config(cfg.config_to_toml(config)) == config
             assert config.method == "auto"
     full, quick = cfg.preset("fig2"), cfg.preset("fig2", quick=True)
-    assert (full.input_dims, full.student_widths, full.teacher_widths) == ((32,), (16384,), (16, 32, 64, 128, 256))
-    assert quick.student_widths == (4096,) and quick.seeds == (0, 1, 2)
+    assert (full.input_dims, full.student_widths, full.teacher_widths) == ((32,), (16384, math.inf), (16, 32, 64, 128, 256))
+    assert quick.student_widths == (4096, math.inf) and quick.seeds == (0, 1, 2)
     assert cfg.preset("fig4").input_dims == (16, 32, 64)
-    assert cfg.preset("fig5").student_widths == (1024, 4096, 16384)
+    assert cfg.preset("fig5").student_widths == (1024, 4096, 16384, math.inf)
+    assert cfg.preset("fig3").student_widths_per_dim == (16, math.inf)
     assert cfg.preset("relu-samples", quick=True).seeds == (0, 1, 2)
     fig3 = cfg.preset("fig3")
     assert fig3.activation == "linear" and fig3.covariance == "spiked" and 2 in fig3.ratio_powers
@@ -392,3 +399,40 @@ def test_samples_command_with_your_own_data(tmp_path, capsys):
     assert main(["samples", "--inputs", str(tmp_path / "bad.npy"), "--heldout", str(tmp_path / "xh.npy"),
                  "--out", str(tmp_path / "b")]) == 2
     assert "non-finite" in capsys.readouterr().err
+
+
+SHIFT = """
+name = "tiny-shift"
+input_dims = [4]
+student_widths = [32]
+teacher_widths = [4]
+seeds = [0]
+times = [0.01, 1e5]
+num_times = 40
+minority_teacher = [0.5]
+minority_student = [0.1, 0.5]
+"""
+
+
+def test_shift_study_scores_each_group_and_the_balanced_test_law(tmp_path):
+    """The balanced test law is the mean of the two groups' laws, so every test error is the mean of the group
+    errors (a check across three separately scored laws); the shift figure and resume work like any study."""
+    config = cfg.parse_config(SHIFT)
+    result = runner.run_study(config, tmp_path, progress=False)
+    assert [(r["minority_teacher"], r["minority_student"]) for r in result.records] == [(0.5, 0.1), (0.5, 0.5)]
+    for r in result.records:
+        assert r["best_student_loss"] == pytest.approx(np.mean(r["group_losses"]), rel=1e-10)
+        assert r["teacher_loss"] == pytest.approx(np.mean(r["teacher_group_losses"]), rel=1e-10)
+        assert r["worst_group_loss"] == max(r["group_losses"]) and r["gain"] > 0
+    assert (tmp_path / "shift.png").exists() and "η_ℓ" in runner.summary_table(result)
+    again = runner.run_study(config, tmp_path, progress=False, plots=False)
+    assert again.runs_reused == 2 and again.records[1]["gain"] == result.records[1]["gain"]
+
+
+def test_shift_study_refuses_what_the_model_does_not_have():
+    with pytest.raises(ValueError, match="minority_student"):
+        cfg.parse_config(SHIFT.replace("minority_student = [0.1, 0.5]", ""))
+    with pytest.raises(ValueError, match="activation"):
+        cfg.parse_config(SHIFT + 'activation = "linear"\n')
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        cfg.parse_config(SHIFT.replace("[0.5]", "[1.5]"))

@@ -54,6 +54,7 @@ GIB = 2**30
 
 # Cost model (seconds per unit of work), by backend; measured on a 2-core CPU (benchmarks/RESULTS.md) and an
 # H100 where noted. Only ratios between routes matter for the choice.
+INFINITE_DEGREES = 200  # typical truncation degree of the spherical-harmonic series (planning only)
 COSTS = {
     "cpu": {"eigh": 1.9e-10, "gram": 1.6e-8, "pass": 5.0e-10, "tile": 2.4e-8},
     "gpu": {"eigh": 4.0e-12, "gram": 2.0e-11, "pass": 2.0e-12, "tile": 4.0e-11},
@@ -247,7 +248,15 @@ def _plan_infinite(objective: Objective, method: str, memory: int) -> Plan:
                          "method='infinite' (or 'auto')")
     single_law(objective)
     reason = "requested" if method == "infinite" else "the student is infinitely wide: closed form"
-    return Plan("infinite", None, reason, memory, {}, {})
+    # per label set of M_TE units: the Gram of unit directions (M_TE² d) and the Legendre recurrence over
+    # ~INFINITE_DEGREES degrees (M_TE² L): O(M_TE² (d + L)), no M_ST
+    pairs = sum(int(np.prod(np.shape(t.inner)[:-1])) * int(np.shape(t.inner)[-2])
+                for t in (objective.labels or ()) if hasattr(t, "inner"))
+    dim = objective.features.dim
+    backend = "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "cpu"
+    needed = {"infinite": pairs * 3 * 8 + (1 << 20)}
+    seconds = {"infinite": 0.05 + pairs * (dim + INFINITE_DEGREES) * COSTS[backend]["pass"]}
+    return Plan("infinite", None, reason, memory, needed, seconds)
 
 
 def _not_applicable(method, operator, objective: Objective, shards: int) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from w2sjax.features import ACTIVATIONS
 from w2sjax.inputs import INPUT_KINDS
 
-PRESETS = ("fig2", "fig3", "fig4", "fig5", "sizes", "relu-samples")
+PRESETS = ("fig2", "fig3", "fig4", "fig5", "sizes", "relu-samples", "shift")
 COVARIANCES = ("identity", "spiked")
 TARGET_KINDS = ("hermite", "relu-network")
 TARGET_DIRECTIONS = ("e1", "ones")
@@ -72,6 +72,11 @@ class StudyConfig:
     labels_file: str = ""
     heldout_file: str = ""
     heldout_labels_file: str = ""
+    minority_teacher: tuple = ()
+    minority_student: tuple = ()
+    minority_test: float = 0.5
+    correlations: tuple = (0.9, 0.0)
+    spurious_scale: float = 2.0
 
     def __post_init__(self):
         for name, value in _validated_fields(self).items():
@@ -93,6 +98,9 @@ class StudyConfig:
         """The problems of this study, in order."""
         if self.input_dim_exponent is not None:
             return [Problem(round(m**self.input_dim_exponent), (m,)) for m in self.teacher_widths]
+        if self.shift:
+            return [Problem(d, self.teacher_widths, (a, b)) for d in self.input_dims
+                    for a in self.minority_teacher for b in self.minority_student]
         return [Problem(d, self.teacher_widths) for d in self.input_dims]
 
     def student_widths_for(self, dim: int) -> tuple:
@@ -117,6 +125,11 @@ class StudyConfig:
     def own_data(self) -> bool:
         return bool(self.inputs_file)
 
+    @property
+    def shift(self) -> bool:
+        """A group-shift study: teacher, student and test on different mixtures (``w2sjax.shift``)."""
+        return bool(self.minority_teacher)
+
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
@@ -124,6 +137,7 @@ class Problem:
 
     input_dim: int
     teacher_widths: tuple
+    minorities: tuple | None = None  # (η_ℓ, η_u) of a shift study
 
 
 CONFIG_KEYS = {
@@ -164,6 +178,12 @@ CONFIG_KEYS = {
     "labels_file": "your true labels on inputs_file, an (n,) .npy array (default: the target's values)",
     "heldout_file": "held-out inputs (m, d) .npy: errors become mean squares over them (with inputs_file)",
     "heldout_labels_file": "your labels on heldout_file, (m,) .npy (default: the target's values)",
+    "minority_teacher": "shift studies: minority fractions η_ℓ of the law the teacher is fitted on (a list; "
+    "each pairs with every η_u)",
+    "minority_student": "shift studies: minority fractions η_u of the law the student trains on",
+    "minority_test": "shift studies: minority fraction of the test law (default 0.5: groups balanced)",
+    "correlations": "shift studies: [ρ_majority, ρ_minority], corr(x_core, x_spurious) in each group",
+    "spurious_scale": "shift studies: standard deviation of the spurious coordinate x₂",
 }
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(StudyConfig)}
 
@@ -222,6 +242,13 @@ def _float_tuple(value, name) -> tuple:
     return tuple(_float(v, name) for v in value)
 
 
+def _fraction_tuple(value, name) -> tuple:
+    values = _float_tuple(value, name) if value not in ((), []) else ()
+    if any(not 0 <= x <= 1 for x in values):
+        raise ValueError(f"{name} holds minority fractions in [0, 1]; got {list(values)}")
+    return values
+
+
 def _choice(value, choices, name) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
@@ -251,8 +278,8 @@ def _validated_fields(c: StudyConfig) -> dict:
         _choice(value, choices, name)
     v["teacher_widths"] = tuple(sorted(_int_tuple(c.teacher_widths, "teacher_widths")))
     v["student_widths"] = _widths(c.student_widths, "student_widths")
-    v["student_widths_per_dim"] = tuple(sorted(_int_tuple(c.student_widths_per_dim, "student_widths_per_dim",
-                                                          allow_empty=True)))
+    v["student_widths_per_dim"] = (_widths(c.student_widths_per_dim, "student_widths_per_dim")
+                                   if c.student_widths_per_dim not in ((), []) else ())
     if bool(v["student_widths"]) == bool(v["student_widths_per_dim"]):
         raise ValueError("give exactly one of student_widths (e.g. [4096]) and student_widths_per_dim (e.g. [16])")
     v["input_dims"] = _int_tuple(c.input_dims, "input_dims", allow_empty=True)
@@ -320,7 +347,30 @@ def _validated_fields(c: StudyConfig) -> dict:
     if c.inputs_file and "population" in (c.teacher_data, c.student_data):
         raise ValueError("with your own data the teacher and student train on it: teacher_data and student_data "
                          "must be \"samples\"")
-    if math.inf in v["student_widths"] and (v["samples"] > 0 or c.inputs_file) and c.student_data == "samples":
+    v["minority_teacher"] = _fraction_tuple(c.minority_teacher, "minority_teacher")
+    v["minority_student"] = _fraction_tuple(c.minority_student, "minority_student")
+    v["minority_test"] = _fraction_tuple([c.minority_test], "minority_test")[0]
+    v["correlations"] = _float_tuple(c.correlations, "correlations")
+    if len(v["correlations"]) != 2 or not all(-1 < r < 1 for r in v["correlations"]):
+        raise ValueError(f"correlations must be [ρ_majority, ρ_minority], each strictly between -1 and 1; got "
+                         f"{list(v['correlations'])}")
+    v["spurious_scale"] = _float(c.spurious_scale, "spurious_scale", positive=True)
+    if bool(v["minority_teacher"]) != bool(v["minority_student"]):
+        raise ValueError("a shift study needs both minority_teacher and minority_student (lists of fractions)")
+    if v["minority_teacher"]:
+        if c.activation != "relu" or c.input_kind != "gaussian" or c.covariance != "identity":
+            raise ValueError("shift studies build their own two-group Gaussian law with ReLU features: keep "
+                             "activation = \"relu\", input_kind = \"gaussian\", covariance = \"identity\"")
+        if c.target != "hermite" or v["target_degrees"] != (1,) or c.target_direction != "e1":
+            raise ValueError("shift studies use the core target f* = x₁: keep target = \"hermite\", "
+                             "target_degrees = [1], target_direction = \"e1\"")
+        if v["samples"] or c.inputs_file or c.input_dim_exponent is not None or min(dims) < 2:
+            raise ValueError("shift studies are population studies over input_dims >= 2: drop samples, "
+                             "inputs_file and input_dim_exponent")
+        if math.inf in v["student_widths"] + v["student_widths_per_dim"]:
+            raise ValueError("an infinitely wide student needs isotropic inputs; shift studies have two "
+                             "anisotropic groups: give finite student_widths")
+    if math.inf in v["student_widths"] + v["student_widths_per_dim"] and (v["samples"] > 0 or c.inputs_file) and c.student_data == "samples":
         raise ValueError("an infinitely wide student cannot be trained on finite samples: set student_data = "
                          "\"population\" or give finite student_widths")
     return v

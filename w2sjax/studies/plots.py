@@ -5,6 +5,7 @@
 - ``power_law.png``: L_ST* against L_TE on log–log axes, every run a point, the fitted power law per group
   with its exponent ± uncertainty in the legend, and the references L_ST = L_TE and L_ST = L_TE².
 - ``heatmap.png`` (``heatmap_d<d>.png`` for several d): mean L_ST*/L_TE over M_TE × M_ST.
+- ``shift.png`` (shift studies): the W2S gain and the worst-group error over (η_u, η_ℓ).
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def save_figures(result, folder) -> list[str]:
     names = []
     if not result.records:
         return names
+    if result.config.shift:
+        save_png(plot_shift(result), folder / "shift.png")
+        return ["shift.png"]
     save_png(plot_loss_ratio(result), folder / "loss_ratio.png")
     names.append("loss_ratio.png")
     save_png(plot_power_law(result), folder / "power_law.png")
@@ -204,3 +208,40 @@ def _palette(n: int, cmap: str = "viridis") -> list:
     if cmap == "tab10":
         return [cm(i % 10) for i in range(n)]
     return [cm(x) for x in np.linspace(0.05, 0.85, max(n, 1))][:n]
+
+
+def plot_shift(result) -> Figure:
+    """A shift study: the W2S gain L_TE − L_ST* and the student's worst-group error at t* over (η_u, η_ℓ)
+    (means over seeds), for the first student and teacher width."""
+    first = result.records[0]
+    rows = [r for r in result.records
+            if (r["student_width"], r["teacher_width"]) == (first["student_width"], first["teacher_width"])]
+    teacher_etas = sorted({r["minority_teacher"] for r in rows})
+    student_etas = sorted({r["minority_student"] for r in rows})
+    fig = _new_figure(2 * (0.75 * len(student_etas) + 2.2), 0.6 * len(teacher_etas) + 1.9)
+    axes = fig.subplots(1, 2)
+    panels = (("gain", r"W2S gain $L_{TE} - L_{ST}^*$", "viridis"),
+              ("worst_group_loss", r"student's worst-group error at $t^*$", "magma_r"))
+    for ax, (key, title, cmap) in zip(axes, panels):
+        grid = np.full((len(teacher_etas), len(student_etas)), np.nan)
+        for i, a in enumerate(teacher_etas):
+            for j, b in enumerate(student_etas):
+                vals = [r[key] for r in rows if (r["minority_teacher"], r["minority_student"]) == (a, b)]
+                grid[i, j] = float(np.mean(vals)) if vals else np.nan
+        image = ax.imshow(grid, origin="lower", cmap=cmap, aspect="auto")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                shade = image.cmap(image.norm(grid[i, j]))
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7,
+                        color="white" if sum(shade[:3]) < 1.5 else "black")
+        ax.set_xticks(range(len(student_etas)), [f"{v:g}" for v in student_etas])
+        ax.set_yticks(range(len(teacher_etas)), [f"{v:g}" for v in teacher_etas])
+        ax.set_xlabel(r"student's minority fraction $\eta_u$")
+        ax.set_ylabel(r"teacher's minority fraction $\eta_\ell$")
+        ax.set_title(title, fontsize=10)
+        bar = fig.colorbar(image, ax=ax)
+        bar.formatter.set_useOffset(False)
+        bar.ax.ticklabel_format(style="plain")
+    fig.suptitle(f"{result.config.name}: M_ST = {first['student_width']}, M_TE = {first['teacher_width']}, "
+                 f"test law η = {result.config.minority_test:g}", fontsize=10)
+    return fig

@@ -163,6 +163,7 @@ class RunUnit:
     student_width: float
     seed: int
     signature: str
+    minorities: tuple | None = None  # (η_ℓ, η_u) of a shift study
 
     @property
     def width_label(self) -> str:
@@ -170,7 +171,8 @@ class RunUnit:
 
     @property
     def key(self) -> str:
-        return f"d{self.input_dim}_mst{self.width_label}_seed{self.seed}_{self.signature}"
+        shift = "" if self.minorities is None else "_eta{:g}-{:g}".format(*self.minorities)
+        return f"d{self.input_dim}{shift}_mst{self.width_label}_seed{self.seed}_{self.signature}"
 
 
 def run_units(config: StudyConfig) -> list[RunUnit]:
@@ -179,17 +181,19 @@ def run_units(config: StudyConfig) -> list[RunUnit]:
     for problem in config.problems():
         for width in config.student_widths_for(problem.input_dim):
             for seed in config.seeds:
-                sig = _signature(config, problem.input_dim, problem.teacher_widths, width, seed)
-                units.append(RunUnit(problem.input_dim, problem.teacher_widths, width, seed, sig))
+                sig = _signature(config, problem.input_dim, problem.teacher_widths, width, seed, problem.minorities)
+                units.append(RunUnit(problem.input_dim, problem.teacher_widths, width, seed, sig, problem.minorities))
     return units
 
 
-def _signature(config: StudyConfig, dim: int, teacher_widths, width, seed: int) -> str:
+def _signature(config: StudyConfig, dim: int, teacher_widths, width, seed: int, minorities=None) -> str:
     """Hash of everything a unit's numbers depend on, so a changed study never reuses a stale file."""
     spec = config.to_dict()
     for key in ("name", "description", "seeds", "student_widths", "student_widths_per_dim", "teacher_widths",
-                "input_dims", "ratio_powers"):
+                "input_dims", "ratio_powers", "minority_teacher", "minority_student"):
         spec.pop(key)
+    if minorities is not None:
+        spec["minorities"] = list(minorities)
     widest = max((w for w in config.student_widths_for(dim) if not math.isinf(w)), default=0)
     spec.update(dim=dim, teachers=list(teacher_widths), width=str(width), widest=widest, seed=seed)
     for key in ("inputs_file", "labels_file", "heldout_file", "heldout_labels_file"):
@@ -197,8 +201,22 @@ def _signature(config: StudyConfig, dim: int, teacher_widths, width, seed: int) 
     return hashlib.sha256(json.dumps(json_safe(spec), sort_keys=True).encode()).hexdigest()[:10]
 
 
+def shift_problem(config: StudyConfig, unit: RunUnit):
+    """(ShiftLaws, f*) of a shift unit: the two-group model of ``w2sjax.shift`` at the unit's (η_ℓ, η_u)."""
+    from w2sjax.shift import SpuriousModel, core_target, shift_laws
+
+    model = SpuriousModel(unit.input_dim, *config.correlations, config.spurious_scale, "linear")
+    return shift_laws(model, *unit.minorities, config.minority_test), core_target(model)
+
+
 def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
     """The student objective of a unit with placeholder (zero) teachers: the sizes the planner needs."""
+    if unit.minorities is not None:
+        laws, target = shift_problem(config, unit)
+        student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
+        batch = as_batch(build_teachers(config, unit.input_dim, unit.teacher_widths, unit.seed))
+        functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+        return Objective(student, (functions,), target, Law(laws.student), Law(laws.test))
     inputs = build_inputs(config, unit.input_dim)
     target = build_target(config, unit.input_dim, inputs)
     student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
@@ -286,9 +304,21 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
     elif config.finite_samples:
         options = dict(samples=config.samples, sample_seed=unit.seed, teacher_data=config.teacher_data,
                        student_data=config.student_data)
-    result = weak_to_strong(student, teachers, target, inputs, times, method=config.method, rcond=config.rcond,
-                            teacher_time=config.teacher_time, **options)
-    result = jax.device_get(result)
+    group_losses = None
+    if unit.minorities is not None:  # scored on (P_test, group 0, group 1); t* chosen on P_test
+        from w2sjax.scoring import law_result, losses_at
+
+        laws, target = shift_problem(config, unit)
+        stacked = weak_to_strong(student, teachers, target, laws.student, times, method=config.method,
+                                 rcond=config.rcond, teacher_time=config.teacher_time, teacher_inputs=laws.teacher,
+                                 test_inputs=laws.evaluations)
+        result = jax.device_get(law_result(stacked, 0))
+        group_losses = np.asarray(losses_at(stacked, result.best_time))[1:]  # (groups, teachers)
+        teacher_group_losses = np.asarray(stacked.teacher_loss)[1:]
+    else:
+        result = weak_to_strong(student, teachers, target, inputs, times, method=config.method,
+                                rcond=config.rcond, teacher_time=config.teacher_time, **options)
+        result = jax.device_get(result)
     records, curves = [], []
     route = result.route.method + (f"/{result.route.operator}" if result.route.operator else "")
     for k, width in enumerate(unit.teacher_widths):
@@ -302,6 +332,13 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
             "route": route, "blocks": result.route.blocks,
             "error_estimate": {name: float(v) for name, v in dataclasses.asdict(r.error).items()},
         }
+        if group_losses is not None:
+            record.update(minority_teacher=unit.minorities[0], minority_student=unit.minorities[1],
+                          gain=float(r.teacher_loss - r.best_student_loss),
+                          group_losses=[float(v) for v in group_losses[:, k]],
+                          worst_group_loss=float(np.max(group_losses[:, k])),
+                          teacher_group_losses=[float(v) for v in teacher_group_losses[:, k]],
+                          teacher_worst_group_loss=float(np.max(teacher_group_losses[:, k])))
         if config.ridge:
             strengths = jnp.asarray(np.sort(1 / times))
             mu, loss, _ = best_strength(r.problem, strengths, ridge_loss(r.problem, strengths))
@@ -462,14 +499,20 @@ class StudyResult:
 def group_label(config: StudyConfig, record: dict) -> str:
     """Runs fitted together: same d and M_ST; with d tied to M_TE, same student rule M_ST = k·d."""
     width = record["student_width"]
+    if "minority_teacher" in record:
+        return (f"d = {record['input_dim']}, M_ST = {width}, η_ℓ = {record['minority_teacher']:g}, "
+                f"η_u = {record['minority_student']:g}")
     if config.input_dim_exponent is not None:
         if config.student_widths_per_dim:
-            return f"M_ST = {width // record['input_dim']}d"
+            return "M_ST = ∞" if width == INFINITE else f"M_ST = {width // record['input_dim']}d"
         return f"M_ST = {width}"
     return f"d = {record['input_dim']}, M_ST = {width}"
 
 
 def run_name(record: dict) -> str:
+    if "minority_teacher" in record:
+        return (f"d{record['input_dim']}_eta{record['minority_teacher']:g}-{record['minority_student']:g}_mst"
+                f"{record['student_width']}_mte{record['teacher_width']}_seed{record['seed']}")
     return f"d{record['input_dim']}_mst{record['student_width']}_mte{record['teacher_width']}_seed{record['seed']}"
 
 
@@ -636,12 +679,36 @@ def summary_rows(result: StudyResult) -> list[dict]:
             "pgr": float(np.mean(pgr)) if np.all(np.isfinite(pgr)) else math.nan,
             "route": ", ".join(sorted({r["route"] for r in sel})),
         })
+        if "minority_teacher" in sel[0]:
+            rows[-1].update({k: sel[0][k] for k in ("minority_teacher", "minority_student")})
+            rows[-1].update({k: float(np.mean([r[k] for r in sel]))
+                             for k in ("gain", "worst_group_loss", "teacher_worst_group_loss")})
     return rows
+
+
+def shift_table(result: StudyResult) -> str:
+    """The table of a shift study: per (η_ℓ, η_u), the W2S gain and the worst-group errors (means over seeds)."""
+    head = (f"{'η_ℓ':>5} {'η_u':>5} {'M_ST':>6} {'M_TE':>5} {'seeds':>5} {'L_TE':>9} {'L_ST*':>9} {'gain':>9} "
+            f"{'worst grp TE':>12} {'worst grp ST':>12} {'t* (median)':>12}")
+    lines = [head, "-" * len(head)]
+    for r in summary_rows(result):
+        lines.append(
+            f"{r['minority_teacher']:>5.2f} {r['minority_student']:>5.2f} {str(r['student_width']):>6} "
+            f"{r['teacher_width']:>5} {r['seeds']:>5} {r['teacher_loss']:>9.4g} {r['best_student_loss']:>9.4g} "
+            f"{r['gain']:>9.4g} {r['teacher_worst_group_loss']:>12.4g} {r['worst_group_loss']:>12.4g} "
+            f"{r['best_time']:>12.4g}")
+    lines.append("gain = L_TE − L_ST* on the test law; worst grp = the larger group error (teacher; student at t*)")
+    return "\n".join(lines)
 
 
 def summary_table(result: StudyResult) -> str:
     """Plain-text table: means over seeds, ± the spread (sample standard deviation) over seeds; the fitted
     exponents ± their standard error; where the time went."""
+    if result.config.shift:
+        now = f"computed {result.runs_computed} run units in {_duration(result.seconds_computed)}"
+        if result.runs_reused:
+            now += f"; reused {result.runs_reused} from earlier runs (they took {_duration(result.seconds_reused)})"
+        return shift_table(result) + f"\ntime: {now}; wall {_duration(result.wall_seconds)}"
     head = (f"{'d':>6} {'M_ST':>7} {'M_TE':>6} {'seeds':>5} {'L_TE':>10} {'L_ST*':>10} "
             f"{'L_ST*/L_TE (± sd)':>19} {'t* (median)':>12} {'PGR':>7}  route")
     lines = [head, "-" * len(head)]
