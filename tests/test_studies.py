@@ -159,7 +159,8 @@ def test_every_preset_runs_shrunk(name, tmp_path):
             (4, 8, 128), (6, 15, 240), (4, 8, "inf"), (6, 15, "inf")}
         variances = runner.input_variances(config, 15)
         assert variances[0] == 1.0 and np.allclose(variances[1:], 15 ** (-2 / 3))
-        assert all(r["route"] == "factor" for r in data["records"])  # G_S = F Fᵀ: the d × d side
+        assert all(r["route"] == ("infinite" if r["student_width"] == "inf" else "factor")  # finite: d × d side
+                   for r in data["records"])
     if name == "relu-samples":  # finite samples: the ceiling is the student on true labels of the same samples
         assert all(r["samples"] == 24 for r in data["records"])
     assert no_temporary_files(tmp_path)
