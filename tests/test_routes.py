@@ -35,7 +35,7 @@ def fig2_problem(width, activation="relu", d=32, seed=0):
     return student, teachers, w.linear_target(np.eye(d)[0]), inputs
 
 
-@pytest.fixture(scope="module", params=[("relu", 2048), ("linear", 1024)],
+@pytest.fixture(scope="module", params=[("relu", 2048), ("linear", 2048)],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def solved(request):
     activation, width = request.param

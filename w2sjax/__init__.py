@@ -31,15 +31,27 @@ from w2sjax.features import (  # noqa: E402
     random_features,
     sample_weights,
     student_features,
+    teacher_features,
 )
-from w2sjax.inputs import InputDistribution, gaussian_inputs, make_inputs, sphere_inputs  # noqa: E402
+from w2sjax.inputs import (  # noqa: E402
+    InputDistribution,
+    Mixture,
+    gaussian_inputs,
+    gaussian_mixture,
+    group_laws,
+    make_inputs,
+    mixture_inputs,
+    sphere_inputs,
+)
 from w2sjax.objectives import Law, Objective, Samples  # noqa: E402
 from w2sjax.spectral import Decomposition, SpectralProblem  # noqa: E402
 from w2sjax.targets import (  # noqa: E402
+    GroupTarget,
     HermiteTarget,
     LinearTarget,
     NetworkTarget,
     SumTarget,
+    group_target,
     hermite_target,
     linear_target,
     network_target,

@@ -201,3 +201,8 @@ def student_features(seed: int, width, dim: int, activation: str = "relu", dtype
     if isinstance(width, str):
         raise ValueError(f"student width must be a positive integer or 'inf'; got {width!r}")
     return random_features(student_weights(seed, width, dim, activation), activation, dtype)
+
+
+def teacher_features(seed: int, width: int, dim: int, activation: str = "relu", dtype=None) -> RandomFeatures:
+    """The teacher of seed ``seed`` at a width: ``RandomFeatures`` with ``teacher_weights(seed, width, …)``."""
+    return random_features(teacher_weights(seed, width, dim, activation), activation, dtype)
