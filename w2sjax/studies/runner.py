@@ -283,7 +283,7 @@ def plan_study(config: StudyConfig, units=None, memory_bytes: int | None = None)
                                     memory_bytes=memory_bytes))
         except ValueError as err:
             raise ValueError(f"run unit d={unit.input_dim}, M_ST={unit.width_label}: {err}") from None
-    seconds = sum(p.seconds[p.method + (f"/{p.operator}" if p.operator else "")] for p in plans)
+    seconds = sum(p.seconds.get(p.method + (f"/{p.operator}" if p.operator else ""), 0.0) for p in plans)
     return StudyPlan(tuple(units), tuple(plans), seconds)
 
 
@@ -319,7 +319,7 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
         result = weak_to_strong(student, teachers, target, inputs, times, method=config.method,
                                 rcond=config.rcond, teacher_time=config.teacher_time, **options)
         result = jax.device_get(result)
-    records, curves = [], []
+    records, curves, ridge_curves = [], [], []
     route = result.route.method + (f"/{result.route.operator}" if result.route.operator else "")
     for k, width in enumerate(unit.teacher_widths):
         r = result.select(k)
@@ -344,10 +344,14 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
             mu, loss, _ = best_strength(r.problem, strengths, ridge_loss(r.problem, strengths))
             record.update(ridge_best_strength=float(mu), ridge_best_student_loss=float(loss),
                           ridge_ratio=float(loss / r.teacher_loss))
+            ridge_curves.append(json_safe(np.asarray(ridge_loss(r.problem, jnp.asarray(1 / times))).tolist()))
         records.append(json_safe(record))
         curves.append(json_safe(np.asarray(r.student_loss).tolist()))
-    return {"key": unit.key, "signature": unit.signature, "records": records, "curves": curves,
+    data = {"key": unit.key, "signature": unit.signature, "records": records, "curves": curves,
             "route": result.route.to_dict(), "seconds": time.perf_counter() - clock}
+    if config.ridge:
+        data["ridge_curves"] = ridge_curves  # L(μ) at μ = 1/t, in the order of the times (for the figures)
+    return data
 
 
 def _load_unit(path: Path, unit: RunUnit) -> dict | None:
@@ -472,6 +476,8 @@ class StudyResult:
       wall_seconds: wall time of this call.
       runs_computed, runs_reused: run units computed now / read back from an earlier call.
       environment: versions, device, precision.
+      ridge_curves: (n_records, T) ridge L(μ) at μ = 1/t, aligned with ``records`` (NaN rows for units stored
+        without them); None unless the study asks for ridge.
     """
 
     config: StudyConfig
@@ -485,6 +491,7 @@ class StudyResult:
     runs_computed: int
     runs_reused: int
     environment: dict
+    ridge_curves: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         return json_safe({
@@ -588,7 +595,7 @@ class Interrupted(Exception):
 
 
 def _aggregate(config, units, done, todo, reused, folder, plots, clock) -> StudyResult:
-    records, curves = [], []
+    records, curves, ridge_curves = [], [], []
     todo_keys = {u.key for u in todo}
     seconds_now = seconds_before = 0.0
     for unit in units:
@@ -603,6 +610,8 @@ def _aggregate(config, units, done, todo, reused, folder, plots, clock) -> Study
             rec["group"] = group_label(config, rec)
             records.append(rec)
             curves.append([from_json_float(v) for v in curve])
+        ridge = data.get("ridge_curves") or [[math.nan] * config.num_times] * len(data["records"])
+        ridge_curves += [[from_json_float(v) for v in curve] for curve in ridge]
     env = environment()
     env["precision"] = config.precision
     result = StudyResult(
@@ -610,6 +619,8 @@ def _aggregate(config, units, done, todo, reused, folder, plots, clock) -> Study
         curves=np.asarray(curves, dtype=np.float64).reshape(len(records), config.num_times),
         fits=_fits(config, records), seconds_computed=seconds_now, seconds_reused=seconds_before, wall_seconds=0.0,
         runs_computed=len(todo), runs_reused=reused, environment=env,
+        ridge_curves=np.asarray(ridge_curves, dtype=np.float64).reshape(len(records), config.num_times)
+        if config.ridge else None,
     )
     files = write_outputs(result, folder, plots=plots) if folder is not None else []
     result = dataclasses.replace(result, wall_seconds=time.perf_counter() - clock)
