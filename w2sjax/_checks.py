@@ -54,3 +54,30 @@ def check_choice(value, choices, name: str) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
     return value
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A whole-number seed (an int, or a float like 3.0): 1.7 or "a" is a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    if not (np.isfinite(value) and float(value) == int(value)):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    return int(value)
+
+
+def check_real(array, name: str) -> np.ndarray:
+    """A real numeric array (complex or non-numeric values are a ValueError), as float64."""
+    arr = np.asarray(array)
+    if np.iscomplexobj(arr) or arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be real numbers; got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def check_rcond(rcond, name: str = "rcond"):
+    """None (the default M·ε) or a relative eigenvalue cutoff in [0, 1); traced values pass unchecked."""
+    if rcond is None or is_traced(rcond):
+        return rcond
+    if isinstance(rcond, bool) or not isinstance(rcond, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(rcond) and 0 <= rcond < 1):
+        raise ValueError(f"{name} is a relative eigenvalue cutoff in [0, 1) (None: M·ε); got {rcond!r}")
+    return rcond

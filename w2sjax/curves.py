@@ -257,6 +257,11 @@ def _best(problem: SpectralProblem, params, losses, response_fn, slope_fn, incre
     u, loss, location, at_lower, at_upper = refine_minimum(loss_at, slope_at, jnp.log(params), losses, low, high)
     tie = tie_tolerance(problem)
     at_inf_value, at_zero_value = loss_at_infinity(problem), initial_loss(problem)
+    # an edge of the probes is the optimum only if the refined loss is not clearly below that limit's value
+    # (coarse probes far from the grid can bracket an interior minimum next to the last probe)
+    high_value, low_value = (at_inf_value, at_zero_value) if increasing_is_infinity else (at_zero_value, at_inf_value)
+    at_upper = at_upper & ~(loss < high_value - tie)
+    at_lower = at_lower & ~(loss < low_value - tie)
     if increasing_is_infinity:
         infinite = at_upper | (at_inf_value <= loss + tie)
         zero = ~infinite & (at_lower | (at_zero_value <= loss + tie))

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_choice, check_finite, check_positive_int, is_traced
+from w2sjax._checks import check_choice, check_finite, check_positive_int, check_seed, is_traced
 from w2sjax.inputs import default_float, input_dim, pytree, static_field
 from w2sjax.kernels import unit_moment, unit_values
 from w2sjax.targets import NetworkTarget, Target, units_target_moment
@@ -134,13 +134,14 @@ def student_weights(seed: int, width: int, dim: int, activation: str) -> jax.Arr
     """The (width, d) weights of student seed ``seed``, from ``fold_in(key(seed), 0)``: a narrower student is a
     prefix of a wider one (students are nested). Drawn in float64 whatever the precision, so float32 and
     float64 runs share weights."""
-    key = jax.random.fold_in(jax.random.key(int(seed)), STUDENT_STREAM)
+    key = jax.random.fold_in(jax.random.key(check_seed(seed)), STUDENT_STREAM)
     return sample_weights(key, width, dim, activation, jnp.float64)
 
 
 def teacher_weights(seed: int, width: int, dim: int, activation: str) -> jax.Array:
     """The (width, d) weights of teacher seed ``seed`` at this width, from ``fold_in(fold_in(key(seed), 1), width)``."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), TEACHER_STREAM), int(width))
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(check_seed(seed)), TEACHER_STREAM),
+                             check_positive_int(width, "width"))
     return sample_weights(key, width, dim, activation, jnp.float64)
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax._checks import check_finite, check_positive_int, is_traced
+from w2sjax._checks import check_finite, check_positive_int, check_real, is_traced
 
 INPUT_KINDS = ("gaussian", "sphere")
 
@@ -96,7 +96,7 @@ def gaussian_inputs(dim: int, variances=None, dtype=None, covariance=None) -> In
                              f"{shape}; got {tuple(jnp.shape(given))}")
         return InputDistribution(jnp.asarray(given, dtype), "gaussian")
     if covariance is not None:
-        cov = np.asarray(covariance, dtype=np.float64)
+        cov = check_real(covariance, "covariance")
         if cov.shape != (dim, dim):
             raise ValueError(f"covariance must have shape ({dim}, {dim}); got {cov.shape}")
         check_finite(cov, "covariance")
@@ -107,7 +107,7 @@ def gaussian_inputs(dim: int, variances=None, dtype=None, covariance=None) -> In
         return InputDistribution(jnp.asarray(cov, dtype), "gaussian")
     if variances is None:
         return InputDistribution(jnp.ones((dim,), dtype), "gaussian")
-    var = np.asarray(variances, dtype=np.float64)
+    var = check_real(variances, "input variances")
     if var.shape != (dim,):
         raise ValueError(f"input variances must have shape ({dim},); got {var.shape}")
     check_finite(var, "input variances")

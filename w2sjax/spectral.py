@@ -70,6 +70,9 @@ def default_rcond(size: int, dtype) -> float:
 
 def cut_eigenvalues(eigenvalues: jax.Array, rcond: float | None) -> jax.Array:
     """Eigenvalues (..., r) with λ ≤ rcond · λ_max set to 0 (default rcond = r · ε)."""
+    from w2sjax._checks import check_rcond
+
+    check_rcond(rcond)
     if rcond is None:
         rcond = default_rcond(eigenvalues.shape[-1], eigenvalues.dtype)
     top = jnp.max(eigenvalues, axis=-1, keepdims=True)

@@ -143,9 +143,10 @@ def _traced_power_of_two(value, even: bool = False):
 
 def draw_samples(inputs, n: int, seed: int) -> jax.Array:
     """n samples (n, d) of seed ``seed``, from the key fold_in(key(seed), 2)."""
-    from w2sjax._checks import check_positive_int
+    from w2sjax._checks import check_positive_int, check_seed
 
     check_positive_int(n, "n (number of samples)")
+    seed = check_seed(seed, "sample seed")
     law = components(inputs)[0][1] if len(components(inputs)) == 1 else inputs
     key = jax.random.fold_in(jax.random.key(int(seed)), SAMPLE_STREAM)
     if len(components(inputs)) > 1:  # a mixture: the points of draw_groups' draw
@@ -453,8 +454,9 @@ def weak_to_strong(
     Returns:
       W2SResult with a leading teacher axis when ``teachers`` is a batch or a sequence (``.select(i)``).
     """
-    from w2sjax._checks import check_choice
+    from w2sjax._checks import check_choice, check_rcond
 
+    check_rcond(rcond)
     single = isinstance(teachers, RandomFeatures) and teachers.weights.ndim == 2
     batch = as_batch(teachers)
     # --- laws: the teacher's P_ℓ and the test laws (P_test, …) beside the student's P_u = inputs

@@ -17,6 +17,26 @@ def add_study_options(p, default_out: str) -> None:
     p.add_argument("--fresh", action="store_true", help="recompute every run unit, ignoring DIR/runs/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="numbers only: skip the PNG figures")
+    add_max_hours_option(p)
+
+
+DEFAULT_MAX_HOURS = 24.0
+
+
+def add_max_hours_option(p) -> None:
+    p.add_argument("--max-hours", type=float, default=DEFAULT_MAX_HOURS, metavar="H",
+                   help="refuse to start when the planned computing time exceeds H hours")
+
+
+def check_estimate(seconds: float, max_hours: float) -> None:
+    """ValueError, before anything runs, when the plan's predicted seconds exceed ``max_hours``."""
+    import math
+
+    if not (math.isfinite(max_hours) and max_hours > 0):
+        raise ValueError(f"--max-hours must be a positive number; got {max_hours:g}")
+    if seconds > max_hours * 3600:
+        raise ValueError(f"the plan predicts {seconds / 3600:.3g} h of computing, more than --max-hours {max_hours:g}; "
+                         "use fewer or smaller students (or a GPU), or raise --max-hours")
 
 
 def override(config, args):
@@ -38,6 +58,7 @@ def execute(config, out, args) -> int:
     from w2sjax.studies.runner import run_study, summary_table
 
     def announce(plan, todo):
+        check_estimate(plan.seconds, args.max_hours)
         if not args.no_progress and todo:
             print(f"{config.name}: {plan.describe()}", flush=True)
 
@@ -72,7 +93,7 @@ def time_grid(args):
     first, last, num = args.times
     if not (math.isfinite(first) and math.isfinite(last)) or not 0 < first < last:
         raise ValueError(f"--times needs 0 < FIRST < LAST (times, not their logarithms); got {first:g} {last:g}")
-    if num != int(num) or not 2 <= num <= 100_000:
+    if not math.isfinite(num) or num != int(num) or not 2 <= num <= 100_000:
         raise ValueError(f"--times NUM must be a whole number from 2 to 100000; got {num:g}")
     return np.geomspace(first, last, int(num))
 

@@ -47,6 +47,10 @@ def run(args) -> int:
         online_step_size=args.online_step,
         online_seeds=args.seeds,
     )
+    if args.out is not None:  # a folder that cannot be written is refused before the training runs
+        from w2sjax.studies.runner import check_output_folder
+
+        check_output_folder(args.out, runs=False)
     clock = time.perf_counter()
     report = run_crosscheck(config)
     report["seconds"]["total"] = time.perf_counter() - clock

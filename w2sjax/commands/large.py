@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from w2sjax._checks import check_positive_int
-from w2sjax.commands._common import add_times_option, number, time_grid
+from w2sjax.commands._common import add_max_hours_option, add_times_option, check_estimate, number, time_grid
 from w2sjax.engine import DEFAULT_MAX_BLOCKS, DEFAULT_TIME_RTOL, DEFAULT_TOL, METHODS, OPERATORS
 from w2sjax.features import ACTIVATIONS
 from w2sjax.studies.config import PRECISIONS
@@ -62,6 +62,7 @@ def register(sub) -> None:
                    help="call jax.distributed.initialize() first (multi-host: run the same command on every process)")
     p.add_argument("--precision", default="float64", choices=PRECISIONS, help="float64 or float32")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    add_max_hours_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
 
@@ -72,6 +73,9 @@ def _check_args(args):
         check_positive_int(t, "--teacher-width")
     check_positive_int(args.dim, "--dim")
     check_positive_int(args.max_blocks, "--max-blocks")
+    for value, flag in ((args.student_seed, "--student-seed"), (args.teacher_seed, "--teacher-seed")):
+        if value < 0:
+            raise ValueError(f"{flag} must be an integer >= 0; got {value}")
     if args.tile_rows is not None:
         check_positive_int(args.tile_rows, "--tile-rows")
     for value, flag in ((args.tol, "--tol"), (args.time_rtol, "--time-rtol")):
@@ -96,21 +100,29 @@ def run(args) -> int:
     from w2sjax.inputs import gaussian_inputs
     from w2sjax.routes.sharding import device_mesh
     from w2sjax.studies.config import StudyConfig
-    from w2sjax.studies.runner import build_student, check_output_folder
+    from w2sjax.studies.runner import build_student, check_output_folder, check_study_size, plan_study
     from w2sjax.targets import linear_target
     from w2sjax.w2s import weak_to_strong
 
     out = Path(args.out)
     if jax.process_index() == 0:
-        check_output_folder(out)
+        check_output_folder(out, runs=False)
     dtype = jnp.float64 if args.precision == "float64" else jnp.float32
     d = args.dim
+    config = StudyConfig(teacher_widths=tuple(sorted(set(args.teacher_width))), student_widths=(m,), input_dims=(d,),
+                         activation=args.activation, precision=args.precision, seeds=(args.student_seed,),
+                         method=args.method)
+    memory = None if args.memory_gb is None else int(args.memory_gb * 2**30)
+    check_study_size(config, memory)  # before any weights are drawn
+    if not (args.shard or args.operator == "sharded"):
+        plan = plan_study(config, memory_bytes=memory)
+        check_estimate(plan.seconds, args.max_hours)
+        if not args.no_progress:
+            print(f"M_ST = {args.student_width}: {plan.describe()}", flush=True)
     inputs = gaussian_inputs(d, dtype=dtype)
     beta = np.zeros(d)
     beta[0] = 1.0
     target = linear_target(beta, dtype)
-    config = StudyConfig(teacher_widths=tuple(sorted(set(args.teacher_width))), student_widths=(m,), input_dims=(d,),
-                         activation=args.activation, precision=args.precision, seeds=(args.student_seed,))
     student = build_student(config, d, m, args.student_seed)
     teachers = [RandomFeatures(teacher_weights(args.teacher_seed, t, d, args.activation).astype(dtype),
                                jnp.asarray(t, dtype), args.activation) for t in args.teacher_width]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2sjax._checks import check_finite
 from w2sjax.commands._common import add_times_option, number, time_grid
 from w2sjax.features import ACTIVATIONS
 from w2sjax.studies.config import METHODS, PRECISIONS
@@ -54,6 +55,7 @@ def load_features_file(path) -> dict:
     for name, arr in arrays.items():
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise ValueError(f"{name} in {path} must hold real numbers; got dtype {arr.dtype}")
+        check_finite(arr, f"{name} in {path}")
     return {k: v.astype(np.float64) for k, v in arrays.items()}
 
 
@@ -83,7 +85,7 @@ def run(args) -> int:
     out = Path(args.out)
     from w2sjax.studies.runner import check_output_folder
 
-    check_output_folder(out)
+    check_output_folder(out, runs=False)
     clock = time.perf_counter()
     result = jax.block_until_ready(weak_to_strong(student, teachers, target, inputs, times, method=args.method))
     seconds = time.perf_counter() - clock

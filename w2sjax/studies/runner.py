@@ -210,18 +210,21 @@ def shift_problem(config: StudyConfig, unit: RunUnit):
 
 
 def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
-    """The student objective of a unit with placeholder (zero) teachers: the sizes the planner needs."""
+    """The student objective of a unit with placeholder (zero) teachers and a student of weight shapes only
+    (drawing millions of weights takes seconds): the sizes the planner needs."""
+    if math.isinf(unit.student_width):
+        student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
+    else:
+        shape = jax.ShapeDtypeStruct((int(unit.student_width), unit.input_dim), config.dtype)
+        student = RandomFeatures(shape, jnp.asarray(unit.student_width, config.dtype), config.activation)
+    batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
+                                     config.activation) for m in unit.teacher_widths])
+    functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
     if unit.minorities is not None:
         laws, target = shift_problem(config, unit)
-        student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
-        batch = as_batch(build_teachers(config, unit.input_dim, unit.teacher_widths, unit.seed))
-        functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
         return Objective(student, (functions,), target, Law(laws.student), Law(laws.test))
     inputs = build_inputs(config, unit.input_dim)
     target = build_target(config, unit.input_dim, inputs)
-    student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
-    batch = as_batch(build_teachers(config, unit.input_dim, unit.teacher_widths, unit.seed))
-    functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
     if config.finite_samples and config.student_data == "samples":
         n = config.samples or load_own_data(config)["inputs"].shape[0]
         points = jnp.zeros((n, unit.input_dim), config.dtype)
@@ -354,7 +357,19 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
     return data
 
 
-def _load_unit(path: Path, unit: RunUnit) -> dict | None:
+def _numbers(values) -> bool:
+    """Every value reads back as a float (``json_safe``'s numbers, null, "inf", "-inf")."""
+    try:
+        for v in values:
+            if isinstance(v, bool) or not (v is None or isinstance(v, (int, float)) or v in ("inf", "-inf")):
+                return False
+            from_json_float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _load_unit(path: Path, unit: RunUnit, num_times: int | None = None) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -367,6 +382,12 @@ def _load_unit(path: Path, unit: RunUnit) -> dict | None:
     needed = set(RECORD_FLOATS[:7]) | {"input_dim", "student_width", "teacher_width", "seed"}
     if not all(isinstance(r, dict) and needed <= set(r) for r in records) or "seconds" not in data:
         return None  # a damaged or foreign file is recomputed, never trusted
+    if not all(_numbers(r[k] for k in RECORD_FLOATS[:7]) for r in records) or len(curves) != len(records):
+        return None
+    if not all(isinstance(c, list) and (num_times is None or len(c) == num_times) and _numbers(c) for c in curves):
+        return None
+    if not _numbers([data["seconds"]]) or data["seconds"] is None:
+        return None
     return data
 
 
@@ -383,15 +404,16 @@ def clear_runs(out) -> int:
     return removed
 
 
-def check_output_folder(out) -> Path:
-    """The output folder, created and tested for writing before any work (ValueError saying what to change)."""
+def check_output_folder(out, runs: bool = True) -> Path:
+    """The output folder (with its ``runs/`` subfolder unless ``runs=False``), created and tested for writing
+    before any work (ValueError saying what to change)."""
     folder = Path(out)
     for parent in [folder, *folder.parents]:
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(f"output folder {str(folder)!r}: {str(parent)!r} is a file; give a folder path")
             break
-    runs = folder / RUNS_FOLDER
+    runs = folder / RUNS_FOLDER if runs else folder
     if runs.exists() and not runs.is_dir():
         raise ValueError(f"{str(runs)!r} is a file; remove it or give another output folder")
     try:
@@ -559,7 +581,7 @@ def run_study(config: StudyConfig, out=None, *, fresh: bool = False, progress: b
         clear_runs(folder)
     done, todo = {}, []
     for unit in units:
-        data = _load_unit(folder / RUNS_FOLDER / f"{unit.key}.json", unit) if folder is not None else None
+        data = _load_unit(folder / RUNS_FOLDER / f"{unit.key}.json", unit, config.num_times) if folder is not None else None
         if data is None:
             todo.append(unit)
         else:

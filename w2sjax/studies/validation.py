@@ -711,7 +711,7 @@ def verdict_claim4(n: dict) -> tuple[str, str]:
     if open_:
         return UNDECIDED, (head + "; still falling by more than 10% per step with an exponent significantly above 2 "
                            "— larger teachers are needed to see it settle: " + "; ".join(open_))
-    return CONSISTENT, head + f": no series above 2 by more than 3 s.e. while still falling"
+    return CONSISTENT, head + ": no series above 2 by more than 3 s.e. while still falling"
 
 
 def verdict_claim5(n: dict) -> tuple[str, str]:
