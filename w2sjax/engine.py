@@ -34,6 +34,8 @@ from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize
 from w2sjax.features import InfiniteFeatures, RandomFeatures, feature_gram
 from w2sjax.objectives import Law, Objective, factor_size, label_count
 from w2sjax.routes import dense, krylov, operators
+from w2sjax.routes import mixed
+from w2sjax.precision import float32_errors
 from w2sjax.spectral import default_rcond
 
 METHODS = ("auto", "eigh", "factor", "krylov", "infinite")
@@ -276,6 +278,8 @@ def _not_applicable(method, operator, objective: Objective, shards: int) -> str:
 
 
 _summarize = jax.jit(summarize, static_argnames=("route",))
+FLOAT32_HOW = ("float32 eigh of G (moments, projections and figures in float64): estimates from an eigenvalue "
+               "error 4·ε32·λ_max (w2sjax.precision)")
 
 
 def solve_objective(
@@ -306,7 +310,7 @@ def solve_objective(
     """
     infinite = isinstance(objective.features, InfiniteFeatures)
     dtype = jnp.dtype(objective.features.dtype) if infinite else objective.features.weights.dtype
-    times = jnp.asarray(times, dtype)
+    times = jnp.asarray(times, mixed.time_dtype(dtype))  # float32 problems: float64 times
     traced = is_traced(objective, times)
     if traced and method == "krylov":
         raise ValueError("method='krylov' runs a host-side loop (its stopping rule reads values on the host) and "
@@ -330,6 +334,9 @@ def solve_objective(
             solution = autodiff.eigh_solution if plan.method == "eigh" else autodiff.factor_solution
             args = (rcond, route) if plan.method == "eigh" else (rcond, route, with_basis)
             result, decomposition = solution(objective, times, *args)
+            if plan.method == "eigh" and mixed.is_float32(objective):  # float32 eigh: its own error estimates
+                result = dataclasses.replace(result, error=float32_errors(result), route=dataclasses.replace(
+                    route, how=(("all", FLOAT32_HOW),)))
             watch.lap("decomposition and figures", result)
             return result, decomposition, plan
         if plan.method == "eigh":

@@ -27,6 +27,8 @@ from w2sjax.engine import solve_objective
 from w2sjax.features import InfiniteFeatures, RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
 from w2sjax.objectives import Law, Objective, Samples, check_objective
+from w2sjax.precision import precision_warning
+from w2sjax.routes import mixed
 from w2sjax.routes.dense import eigh_decomposition
 from w2sjax.spectral import Decomposition, inverse_sqrt
 from w2sjax.targets import Target, check_target_inputs, target_values
@@ -93,6 +95,8 @@ def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=Non
     def one(weights, width):
         model = RandomFeatures(weights, width, teachers.activation)
         objective = Objective(model, (one_label(target),), target, train, evaluation)
+        if objective.population and mixed.is_float32(objective):  # float32: teachers are small, fit in float64
+            objective = mixed.as_float64(objective)
         if objective.population:  # exact derivatives (autodiff): same forward values
             return teacher_solution(objective, time, rcond)
         decomposition = eigh_decomposition(objective, rcond)
@@ -537,7 +541,7 @@ def weak_to_strong(
         label_values = label_values / scales.target
     if held_values is not None:
         held_values = held_values / scales.target
-    internal_times = jnp.asarray(grid, dtype) * scales.time
+    internal_times = jnp.asarray(grid, mixed.time_dtype(dtype)) * scales.time  # float32 problems: float64 times
     law = Law(inputs)
     teacher_law = law if teacher_inputs is None else Law(teacher_inputs)
     evaluations = tuple(Law(t) for t in test_laws)
@@ -581,6 +585,8 @@ def weak_to_strong(
         result = rescale(result, scales, grid)
         if not traced:
             check_finite_result(result, internal_best)
+            if mixed.is_float32(objective) and result.route.method in ("eigh", "krylov"):  # float32: flag
+                precision_warning(result, stacklevel=4)
         return result.select(0) if single else result
 
     if not stacked:

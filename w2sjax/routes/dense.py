@@ -24,6 +24,7 @@ from w2sjax.objectives import (
     train_factor,
     train_gram_and_labels,
 )
+from w2sjax.routes import mixed
 from w2sjax.spectral import (
     Decomposition,
     SpectralProblem,
@@ -37,6 +38,8 @@ from w2sjax.spectral import (
 
 def eigh_decomposition(objective: Objective, rcond: float | None = None) -> Decomposition:
     """Decompose G_train (M × M) densely; basis = Q."""
+    if objective.population and mixed.is_float32(objective):  # float32: eigh in float32, the rest in float64
+        return mixed.eigh_decomposition(objective, rcond)
     gram, labels = train_gram_and_labels(objective)
     lam, q = jnp.linalg.eigh(gram)
     lam = cut_eigenvalues(lam, rcond)
