@@ -249,14 +249,14 @@ def test_first_stage_with_the_teachers_features_mimics_the_teacher():
 
 
 def test_krylov_chain_matches_eigh():
-    """ReLU, d = 32, stages of 1024, 256, 256: stage 1 labels at its t* from the Krylov basis V_k S, stage 2 at ∞
+    """ReLU, d = 32, stages of 512, 128, 128: stage 1 labels at its t* from the Krylov basis V_k S, stage 2 at ∞
     (conjugate gradients). Every figure agrees with eigh within the two routes' error estimates plus the Krylov
     tolerance; stage 3's estimate carries the error of its labels."""
     d = 32
     inputs = w.gaussian_inputs(d)
     f_star = w.linear_target(np.eye(d)[0])
     teacher = models(0, (16,), dim=d)[0]
-    stages = models(1, (1024, 256, 256), dim=d)
+    stages = models(1, (512, 128, 128), dim=d)
     times = np.logspace(-1, 4, 24)
     stage_times = ["best", math.inf]
     exact = chain(stages, teacher, f_star, inputs, times, stage_times=stage_times, method="eigh")

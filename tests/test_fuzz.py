@@ -253,7 +253,7 @@ KEY_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), s
                                                      max_size=3))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(key=st.sampled_from(sorted(cfg.CONFIG_KEYS)), value=KEY_VALUES)
 def test_any_key_value_is_a_config_or_a_value_error(key, value):
     """Whatever value a key gets, the config is built or refused with one line; nothing else escapes."""
@@ -264,7 +264,7 @@ def test_any_key_value_is_a_config_or_a_value_error(key, value):
         assert "\n" not in str(err) and str(err)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(first=st.floats(allow_nan=True), last=st.floats(allow_nan=True), num=st.floats(allow_nan=True))
 def test_any_time_grid_is_valid_or_refused(first, last, num):
     from argparse import Namespace

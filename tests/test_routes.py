@@ -35,7 +35,7 @@ def fig2_problem(width, activation="relu", d=32, seed=0):
     return student, teachers, w.linear_target(np.eye(d)[0]), inputs
 
 
-@pytest.fixture(scope="module", params=[("relu", 2048), ("linear", 2048)],
+@pytest.fixture(scope="module", params=[("relu", 2048), ("linear", 1024)],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def solved(request):
     activation, width = request.param
@@ -169,13 +169,13 @@ def test_sharded_krylov_on_four_cpu_devices_equals_one_device(tmp_path):
 def test_large_command_writes_results(tmp_path, capsys):
     from w2sjax.cli import main
 
-    code = main(["large", "--student-width", "1024", "--teacher-width", "16", "64", "--dim", "16", "--method",
+    code = main(["large", "--student-width", "512", "--teacher-width", "16", "64", "--dim", "16", "--method",
                  "krylov", "--times", "0.1", "1e6", "50", "--out", str(tmp_path), "--no-progress"])
     assert code == 0
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["route"]["method"] == "krylov" and len(record["best_time"]) == 2
     assert "krylov" in capsys.readouterr().out
-    student, _, target, inputs = fig2_problem(1024, d=16)
+    student, _, target, inputs = fig2_problem(512, d=16)
     teachers = [w.RandomFeatures(teacher_weights(0, m, 16, "relu"), jnp.asarray(float(m))) for m in (16, 64)]
     ref = w.weak_to_strong(student, teachers, target, inputs, np.geomspace(0.1, 1e6, 50), method="eigh")
     np.testing.assert_allclose(record["best_student_loss"], np.asarray(ref.best_student_loss), atol=1e-10)

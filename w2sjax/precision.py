@@ -95,7 +95,8 @@ def float32_errors(result: W2SResult) -> ErrorEstimate:
     # the float32 data (weights, input law, target) rounded: moments off by ~ε₃₂ relative, L − s* by ε₃₂ |L − s*|
     eps32, energy = DATA_ERROR * jnp.finfo(jnp.float32).eps, initial_loss(problem)
     data = lambda value: eps32 * jnp.abs(jax.lax.stop_gradient(value) - energy[..., None] if jnp.ndim(value) > jnp.ndim(energy) else jax.lax.stop_gradient(value) - energy)
-    return ErrorEstimate(curve + data(result.student_loss), at_best_loss + data(result.best_student_loss), time,
+    # one estimate per label set for the whole curve (its largest), as every route reports it
+    return ErrorEstimate(jnp.max(curve + data(result.student_loss), axis=-1), at_best_loss + data(result.best_student_loss), time,
                          at_inf + data(result.student_loss_at_infinity), ceiling + data(result.ceiling_loss))
 
 
@@ -108,6 +109,8 @@ def precision_warning(result: W2SResult, stacklevel: int = 3) -> None:
     for field, label in names.items():
         value = np.abs(np.asarray(getattr(result, field), np.float64))
         est = np.asarray(getattr(e, field), np.float64)
+        if field == "student_loss":  # one estimate for the whole curve: relative to its smallest value
+            value = np.min(value, axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(value > 0, est / value, np.where(est > 0, np.inf, 0.0))
         worst[label] = float(np.nanmax(rel)) if rel.size else 0.0
