@@ -4,7 +4,6 @@ problems (t* = ∞, PGR undefined, d = 1, extreme scales) exit 0 with correct, w
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +23,6 @@ E1 = np.eye(D)[0]
 
 def cli(argv, capsys):
     """(exit status, stdout, stderr) of ``w2sjax ARGV`` run in this process."""
-    os.environ["W2SJAX_CACHE"] = "off"
     try:
         rc = main([str(a) for a in argv])
     except SystemExit as stop:  # argparse

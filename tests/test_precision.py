@@ -51,9 +51,12 @@ def test_error_estimates_cover_the_float32_differences(pair):
     (r64, _), (r32, _) = pair
     for name in ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss"):
         _, diff = _relative(r64, r32, name)
+        value = np.abs(np.asarray(getattr(r32, name)))
+        if name == "student_loss":  # one estimate per curve, covering every time of it
+            diff, value = diff.max(axis=-1), value.min(axis=-1)
         est = np.asarray(getattr(r32.error, name))
         assert np.all(diff <= est), (name, diff, est)
-        assert np.all(est < 0.1 * np.abs(np.asarray(getattr(r32, name))))  # and are not vacuous
+        assert np.all(est < 0.1 * value)  # and are not vacuous
     rel_time, _ = _relative(r64, r32, "best_time")
     assert np.all(rel_time <= np.asarray(r32.error.best_time))
     # float64 estimates are rounding levels, far below the float32 ones

@@ -155,7 +155,6 @@ def test_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_real_run_at_tiny_sizes_and_chain_cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("W2SJAX_CACHE", "off")
     out = tmp_path / "v"
     status = main(["validate", "--sizes", "tiny", "--out", str(out), "--quiet"])
     report = json.loads((out / "report.json").read_text())

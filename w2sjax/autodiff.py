@@ -48,7 +48,7 @@ from w2sjax.curves import (
     loss_curvature,
     loss_from_response,
     loss_slope_from_response,
-    summarize,
+    summarize_compiled,
 )
 from w2sjax.objectives import Objective, target_energy, target_moment, target_preimage, train_factor, train_gram_and_labels
 from w2sjax.routes import dense
@@ -318,7 +318,6 @@ def _value(tree):
                                   is_leaf=lambda x: isinstance(x, CustomVJPPrimal))
 
 
-_summarize = jax.jit(summarize, static_argnames=("route",))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,7 +333,7 @@ def population_moments(objective: Objective):
 
 def _eigh_primal(objective: Objective, times, rcond, route: RouteInfo):
     decomposition = dense.eigh_route(objective, rcond=rcond)
-    return _summarize(decomposition.problem, times, route=route), decomposition
+    return summarize_compiled(decomposition.problem, times, route=route), decomposition
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -382,7 +381,7 @@ def factor_moments(objective: Objective):
 
 def _factor_primal(objective: Objective, times, rcond, route: RouteInfo, with_basis: bool):
     decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
-    return _summarize(decomposition.problem, times, route=route), decomposition
+    return summarize_compiled(decomposition.problem, times, route=route), decomposition
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))

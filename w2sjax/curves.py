@@ -489,6 +489,19 @@ def summarize(
     )
 
 
+@jax.jit
+def _summarize_arrays(problem, times, teacher_loss, ceiling, loss_error, losses):
+    return summarize(problem, times, teacher_loss, ceiling, loss_error, RouteInfo("eigh"), losses)
+
+
+def summarize_compiled(problem, times, teacher_loss=None, ceiling=None, loss_error=None,
+                       route: RouteInfo = RouteInfo("eigh"), losses=None) -> W2SResult:
+    """``summarize`` compiled once per shape: the route (static text, block counts) is attached after the call,
+    so that it never forces a recompilation."""
+    result = _summarize_arrays(problem, times, teacher_loss, ceiling, loss_error, losses)
+    return dataclasses.replace(result, route=route)
+
+
 def time_error(problem: SpectralProblem, best_times, loss_error) -> jax.Array:
     """Relative error of t* implied by an error δ of the loss: |Δ log t*| ≈ √(2δ / L''(log t*)) (0 at t* = 0
     or ∞, where no finite time is reported; ∞ where the curve is flat)."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from w2sjax import autodiff
 from w2sjax._checks import check_choice, check_positive_int, is_traced
-from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize, time_error
+from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize_compiled, time_error
 from w2sjax.features import InfiniteFeatures, RandomFeatures, feature_gram
 from w2sjax.objectives import Law, Objective, factor_size, label_count
 from w2sjax.routes import dense, krylov, operators
@@ -277,7 +277,6 @@ def _not_applicable(method, operator, objective: Objective, shards: int) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-_summarize = jax.jit(summarize, static_argnames=("route",))
 FLOAT32_HOW = ("float32 eigh of G (moments, projections and figures in float64): estimates from an eigenvalue "
                "error 4·ε32·λ_max (w2sjax.precision)")
 
@@ -344,7 +343,7 @@ def solve_objective(
         else:
             decomposition = dense.factor_route(objective, rcond=rcond, with_basis=with_basis)
         watch.lap("decomposition", decomposition)
-        result = _summarize(decomposition.problem, times, route=route)
+        result = summarize_compiled(decomposition.problem, times, route=route)
         watch.lap("final figures", result)
         return result, decomposition, plan
     return _solve_krylov(objective, times, plan, rcond=rcond, tol=tol, time_rtol=time_rtol, max_blocks=max_blocks,
@@ -450,7 +449,7 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
         watch.lap("blocks", state)
         steps = stop
         decomposition, dimension, next_norm = krylov.krylov_decomposition(state, jnp.int32(steps), rcond)
-        result = _summarize(decomposition.problem, times)
+        result = summarize_compiled(decomposition.problem, times)
         current = {k: to_host(getattr(result, k)) for k in
                    ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss", "best_time")}
         exhausted = float(to_host(next_norm)) == 0.0 or int(to_host(dimension)) >= m
@@ -478,7 +477,7 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
     info = RouteInfo("krylov", plan.operator, plan.reason, steps, converged, how)
     problem = decomposition.problem
     loss_error = jnp.full(problem.residual.shape, estimate) + rounding_estimate(problem)
-    result = _summarize(problem, times, route=info)
+    result = summarize_compiled(problem, times, route=info)
     t_error = jnp.maximum(time_error(problem, result.best_time, loss_error), time_estimate)
     result = dataclasses.replace(result, error=ErrorEstimate(loss_error, loss_error, t_error, loss_error, loss_error))
     watch.lap("final figures", result)

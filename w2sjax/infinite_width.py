@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize, time_error
+from w2sjax.curves import ErrorEstimate, RouteInfo, rounding_estimate, summarize_compiled, time_error
 from w2sjax.routes.infinite import DEFAULT_TOL, infinite_decomposition, truncation_bound
 
-_summarize = jax.jit(summarize, static_argnames=("route",))
 
 
 class TruncationWarning(UserWarning):
@@ -66,7 +65,7 @@ def solve_infinite(objective, times: jax.Array, *, reason: str = "requested", to
         decomposition, truncation = infinite_decomposition(objective, cover, tol)
         problem = decomposition.problem
         route = RouteInfo("infinite", None, reason, 0, True, _how(truncation, linear))
-        result = _summarize(problem, times, ceiling=truncation.ceiling, route=route)
+        result = summarize_compiled(problem, times, ceiling=truncation.ceiling, route=route)
         best = np.asarray(result.best_time)
         finite = np.isfinite(best) & (best > 0)
         needed = float(np.max(best[finite])) if np.any(finite) else 0.0

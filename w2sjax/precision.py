@@ -22,7 +22,6 @@ the float64 rounding level) as the result's ``ErrorEstimate``;
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import jax

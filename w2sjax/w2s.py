@@ -22,7 +22,7 @@ import numpy as np
 
 from w2sjax._checks import check_finite, is_traced
 from w2sjax.autodiff import teacher_solution
-from w2sjax.curves import W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response
+from w2sjax.curves import W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response, summarize_compiled
 from w2sjax.engine import solve_objective
 from w2sjax.features import InfiniteFeatures, RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
@@ -33,7 +33,6 @@ from w2sjax.routes.dense import eigh_decomposition
 from w2sjax.spectral import Decomposition, inverse_sqrt
 from w2sjax.targets import Target, check_target_inputs, target_values
 # shifted laws (teacher, student and test on different input laws)
-from w2sjax.engine import _summarize
 from w2sjax.inputs import check_law
 from w2sjax.scoring import law_problem_jit, stack_results
 from w2sjax.targets import GroupTarget, group_target_values
@@ -595,5 +594,5 @@ def weak_to_strong(
     results = [finish(result, fit)]
     for other, other_fit in zip(evaluations[1:], fits[1:]):
         problem = law_problem_jit(decomposition, objective, other, rcond=rcond)
-        results.append(finish(_summarize(problem, internal_times, route=result.route), other_fit))
+        results.append(finish(summarize_compiled(problem, internal_times, route=result.route), other_fit))
     return stack_results(results)
