@@ -66,7 +66,7 @@ def enable_compilation_cache() -> None:
     except OSError:
         return  # a cache that cannot be made is no reason to fail
     jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv=None) -> int:
