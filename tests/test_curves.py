@@ -92,7 +92,8 @@ def test_invariants_at_zero_and_infinity():
 
 def test_student_with_teacher_features_ends_at_teacher_loss():
     _, teacher, target, inputs = small_problem(m_teacher=12)
-    result = w.weak_to_strong(teacher, teacher, target, inputs, np.logspace(-1, 4, 30))
+    with pytest.warns(w.NarrowStudentWarning, match="not wider than its teacher"):
+        result = w.weak_to_strong(teacher, teacher, target, inputs, np.logspace(-1, 4, 30))
     assert float(result.student_loss_at_infinity) == pytest.approx(float(result.teacher_loss), abs=1e-10)
     assert float(result.best_student_loss) == pytest.approx(float(result.teacher_loss), abs=1e-8)
     assert np.isinf(float(result.best_time)) and int(result.best_time_location) == 2

@@ -195,6 +195,19 @@ def test_planning_happens_first_and_refuses_what_cannot_fit(tmp_path):
         runner.plan_study(config, memory_bytes=1000)  # refused before any weights are drawn
 
 
+def test_a_student_not_wider_than_its_teacher_is_noted_once_in_the_plan(tmp_path, recwarn):
+    config = cfg.parse_config("input_dims = [8]\nstudent_widths = [8, 32]\nteacher_widths = [4, 8]\nnum_times = 40\n")
+    plan = runner.plan_study(config)
+    assert plan.narrow == (("8", (8,)),)
+    assert "note: M_ST = 8 is not wider than M_TE = 8" in plan.describe()
+    runner.run_study(config, tmp_path, progress=False, plots=False)
+    assert not [r for r in recwarn if issubclass(r.category, w.NarrowStudentWarning)]  # said once, by the plan
+    with pytest.warns(w.NarrowStudentWarning, match=r"M_ST = 8\) is not wider than its teacher\(s\) of width 8"):
+        w.weak_to_strong(w.random_features(student_weights(0, 8, 8, "relu")),
+                         [w.random_features(teacher_weights(0, m, 8, "relu")) for m in (4, 8)],
+                         w.linear_target(np.eye(8)[0]), w.gaussian_inputs(8), np.geomspace(0.1, 1e4, 40))
+
+
 def test_unknown_toml_key_lists_valid_keys(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['teacher_width'\]") as err:
         cfg.parse_config("input_dims = [8]\nstudent_widths = [32]\nteacher_width = [4]\n")

@@ -62,6 +62,6 @@ from w2sjax.targets import (  # noqa: E402
     target_second_moment,
     target_values,
 )
-from w2sjax.w2s import TeacherFit, fit_teachers, weak_to_strong, weights_at  # noqa: E402
+from w2sjax.w2s import NarrowStudentWarning, TeacherFit, fit_teachers, weak_to_strong, weights_at  # noqa: E402
 
 __version__ = "0.2.0"

@@ -15,6 +15,7 @@ import os
 import pkgutil
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import w2sjax
@@ -80,6 +81,9 @@ def main(argv=None) -> int:
 
     enable_compilation_cache()
     name = f"w2sjax {args.command}"
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, category, *_, **__: print(
+        f"{name}: warning: {message} ({category.__name__})", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except ValueError as err:
@@ -102,6 +106,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

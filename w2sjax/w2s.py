@@ -402,6 +402,24 @@ def against_teachers(result: W2SResult, teacher_loss, ceiling, ceiling_error) ->
 # --------------------------------------------------------------------------------------------------
 
 
+class NarrowStudentWarning(UserWarning):
+    """A student no wider than one of its teachers: it cannot generalise much beyond that teacher."""
+
+
+def warn_narrow_student(student, batch) -> None:
+    """NarrowStudentWarning where M_ST ≤ M_TE for some teacher (concrete finite widths only)."""
+    if isinstance(student, InfiniteFeatures):
+        return
+    m_st = float(np.asarray(student.width))
+    narrow = sorted({int(m) for m in np.atleast_1d(np.asarray(batch.width)) if m >= m_st})
+    if narrow:
+        import warnings
+
+        warnings.warn(f"the student (M_ST = {m_st:g}) is not wider than its teacher(s) of width "
+                      f"{', '.join(map(str, narrow))}: it can at best about match them, and PGR is undefined where "
+                      "L_ceil ≥ L_TE; use a wider student", NarrowStudentWarning, stacklevel=3)
+
+
 def _sample_source(points, values=None) -> Samples:
     return Samples(jnp.asarray(points), None if values is None else jnp.asarray(values))
 
@@ -485,6 +503,7 @@ def weak_to_strong(
     dtype = components(inputs)[0][1].dtype
     if not traced:
         grid = check_problem(((student, "student features"),), batch, target, inputs, times)
+        warn_narrow_student(student, batch)
         for name, other in [("teacher_inputs", teacher_inputs)] + [("test_inputs", t) for t in test_laws]:
             if other is not None:
                 check_law(other, name)

@@ -15,6 +15,7 @@ over seeds ± its standard error (std/√n); with one seed, the least-squares st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -37,7 +39,7 @@ from w2sjax.inputs import gaussian_inputs, sphere_inputs
 from w2sjax.objectives import Law, Objective, Samples
 from w2sjax.studies.config import INFINITE, StudyConfig, config_to_toml
 from w2sjax.targets import hermite_target, linear_target, random_relu_network_target, sum_target
-from w2sjax.w2s import as_batch, teacher_functions, TeacherFit, weak_to_strong
+from w2sjax.w2s import NarrowStudentWarning, TeacherFit, as_batch, teacher_functions, weak_to_strong
 
 RUNS_FOLDER = "runs"
 RECORD_FLOATS = (
@@ -239,6 +241,7 @@ class StudyPlan:
     units: tuple
     plans: tuple
     seconds: float
+    narrow: tuple = ()  # (M_ST, teacher widths ≥ M_ST) of the units whose student is not wider than a teacher
 
     def describe(self) -> str:
         routes = {}
@@ -246,7 +249,11 @@ class StudyPlan:
             key = plan.method + (f"/{plan.operator}" if plan.operator else "")
             routes.setdefault(unit.width_label, set()).add(key)
         parts = [f"M_ST={w}: {', '.join(sorted(r))}" for w, r in routes.items()]
-        return f"{len(self.units)} run units ({'; '.join(parts)}); estimate {_duration(self.seconds)} of computing"
+        line = f"{len(self.units)} run units ({'; '.join(parts)}); estimate {_duration(self.seconds)} of computing"
+        for m_st, widths in self.narrow:
+            line += (f"\nnote: M_ST = {m_st} is not wider than M_TE = {', '.join(map(str, widths))}: those students "
+                     "can at best about match their teachers (PGR undefined where L_ceil ≥ L_TE)")
+        return line
 
 
 MAX_UNITS = 100_000
@@ -287,7 +294,20 @@ def plan_study(config: StudyConfig, units=None, memory_bytes: int | None = None)
         except ValueError as err:
             raise ValueError(f"run unit d={unit.input_dim}, M_ST={unit.width_label}: {err}") from None
     seconds = sum(p.seconds.get(p.method + (f"/{p.operator}" if p.operator else ""), 0.0) for p in plans)
-    return StudyPlan(tuple(units), tuple(plans), seconds)
+    narrow = {}
+    for unit in units:
+        wide = tuple(sorted(m for m in unit.teacher_widths if m >= unit.student_width))
+        if wide:
+            narrow[unit.width_label] = tuple(sorted(set(narrow.get(unit.width_label, ())) | set(wide)))
+    return StudyPlan(tuple(units), tuple(plans), seconds, tuple(narrow.items()))
+
+
+@contextlib.contextmanager
+def quiet_narrow():
+    """Silence NarrowStudentWarning inside a unit: the study's plan says it once (``StudyPlan.describe``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NarrowStudentWarning)
+        yield
 
 
 def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
@@ -312,15 +332,17 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
         from w2sjax.scoring import law_result, losses_at
 
         laws, target = shift_problem(config, unit)
-        stacked = weak_to_strong(student, teachers, target, laws.student, times, method=config.method,
-                                 rcond=config.rcond, teacher_time=config.teacher_time, teacher_inputs=laws.teacher,
-                                 test_inputs=laws.evaluations)
+        with quiet_narrow():
+            stacked = weak_to_strong(student, teachers, target, laws.student, times, method=config.method,
+                                     rcond=config.rcond, teacher_time=config.teacher_time,
+                                     teacher_inputs=laws.teacher, test_inputs=laws.evaluations)
         result = jax.device_get(law_result(stacked, 0))
         group_losses = np.asarray(losses_at(stacked, result.best_time))[1:]  # (groups, teachers)
         teacher_group_losses = np.asarray(stacked.teacher_loss)[1:]
     else:
-        result = weak_to_strong(student, teachers, target, inputs, times, method=config.method,
-                                rcond=config.rcond, teacher_time=config.teacher_time, **options)
+        with quiet_narrow():
+            result = weak_to_strong(student, teachers, target, inputs, times, method=config.method,
+                                    rcond=config.rcond, teacher_time=config.teacher_time, **options)
         result = jax.device_get(result)
     records, curves, ridge_curves = [], [], []
     route = result.route.method + (f"/{result.route.operator}" if result.route.operator else "")
