@@ -14,6 +14,10 @@ Every reported quantity carries an error estimate (``W2SResult.error``): the rou
 routes; for Krylov, the largest change of that quantity over the last check (the stopping rule requires it to
 be below ``tol`` · s* — s* = E[f*²] sets the scale of every error — twice in a row, and t* to move by less
 than ``time_rtol``), or zero where the Krylov space became invariant (the quadrature is then exact).
+
+Float32 problems (``routes.mixed``): eigh decomposes G in float32; Krylov multiplies by G in float32
+(``routes.krylov``). Both add the estimates of ``precision.float32_errors``; for Krylov these also floor the
+stopping rule (a figure needs to move by less than its float32 estimate, not tol · s*).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 import os
 import time
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -143,9 +148,10 @@ def route_needs(objective: Objective, times: int, *, shards: int = 1, tile_rows:
     m, d = f.rows, f.dim
     n = label_count(objective) + 1
     itemsize = jnp.dtype(f.weights.dtype).itemsize
+    wide = jnp.dtype(mixed.time_dtype(f.weights.dtype)).itemsize  # float32 problems: basis, curves in float64
     backend = "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "cpu"
     cost = COSTS[backend]
-    curve_bytes = (times * n + 2 * min(times, 4096) * n) * itemsize
+    curve_bytes = (times * n + 2 * min(times, 4096) * n) * wide
     out = {}
     if objective.population or shards == 1:
         eval_extra = 0 if objective.population else 2 * m * m * itemsize
@@ -157,22 +163,22 @@ def route_needs(objective: Objective, times: int, *, shards: int = 1, tile_rows:
         out["factor"] = ((2 * m * k + 3 * k * k) * itemsize + extra + curve_bytes,
                          cost["eigh"] * k**3 + 2 * cost["pass"] * m * k * k)
     if objective.population and isinstance(objective.train, Law):
-        blocks = min(predicted_blocks(m, itemsize), max_blocks)
+        blocks = min(predicted_blocks(m, wide), max_blocks)
         capacity = min(max_blocks, max(INITIAL_CAPACITY, blocks))
-        basis = krylov.krylov_bytes(m, n, capacity, itemsize, shards) + curve_bytes
+        basis = krylov.krylov_bytes(m, n, capacity, wide, shards) + curve_bytes
         reorth = 4 * cost["pass"] * m * (n + 1) ** 2 * blocks * blocks / 2
         if shards == 1:
             out["krylov/stored"] = (basis + operators.stored_bytes(m, itemsize),
                                     cost["gram"] * m * m + blocks * cost["pass"] * m * m * (n + 1) + reorth)
             rows = tile_rows or operators.default_square_tile_rows(m, itemsize=itemsize)
             tile = operators.TILE_TEMPORARIES * rows * rows * itemsize
-            out["krylov/tiled"] = (basis + tile + 2 * m * d * itemsize,
+            out["krylov/tiled"] = (basis + tile + 2 * m * d * wide,
                                    blocks * cost["tile"] * m * m / 2 + reorth)
         else:
             local = -(-m // shards)
             rows = tile_rows or operators.default_tile_rows(local, itemsize, columns=m)
             tile = operators.TILE_TEMPORARIES * rows * m * itemsize
-            out["krylov/sharded"] = (basis + tile + 2 * m * d * itemsize,
+            out["krylov/sharded"] = (basis + tile + 2 * m * d * wide,
                                      blocks * cost["tile"] * m * m / shards + reorth)
     return out
 
@@ -279,6 +285,10 @@ def _not_applicable(method, operator, objective: Objective, shards: int) -> str:
 
 FLOAT32_HOW = ("float32 eigh of G (moments, projections and figures in float64): estimates from an eigenvalue "
                "error 4·ε32·λ_max (w2sjax.precision)")
+FLOAT32_KRYLOV_HOW = ("float32 products G·V (G stored in float32, or its tiles formed in float32); moments, basis, "
+                      "reorthogonalisation, T and its eigendecomposition, quadrature and figures in float64. Loss "
+                      "estimates add those of an eigenvalue error 4·ε32·λ_max (w2sjax.precision), which also "
+                      "floor the stopping rule")
 
 
 def solve_objective(
@@ -352,11 +362,15 @@ def solve_objective(
 
 
 def _krylov_operator(objective: Objective, kind: str, tile_rows: int, mesh):
-    """(padded objective, operator) for the Krylov route."""
+    """(padded objective, operator) for the Krylov route. Float32 problems: the padded objective (moments) in
+    float64; G stored in float32 (float64 tiles rounded), or its tiles formed in float32 from the float32 weights
+    and inputs (matrix-free)."""
     shards = 1 if mesh is None else int(mesh.shape["tiles"])
     features = operators.padded_features(objective.features, tile_rows, shards)
-    padded = dataclasses.replace(objective, features=features)
+    padded = mixed.as_float64(dataclasses.replace(objective, features=features))
     inputs = objective.train.inputs
+    if kind == "stored" and mixed.is_float32(objective):
+        return padded, operators.StoredGram(_rounded_gram(padded.features, padded.train.inputs, tile_rows))
     if kind == "stored":
         return padded, operators.StoredGram(_stored_gram(features, inputs))
     if kind == "tiled":
@@ -372,13 +386,26 @@ def _stored_gram(features: RandomFeatures, inputs) -> jax.Array:
     return feature_gram(features, features, inputs)
 
 
-def _changes(current: dict, previous: dict | None):
-    """(largest absolute change of the losses, largest relative change of t*) between two checks."""
+@partial(jax.jit, static_argnames=("tile_rows",))
+def _rounded_gram(features: RandomFeatures, inputs, tile_rows: int) -> jax.Array:
+    """G (size, size) in float32 of a padded float64 model: float64 tiles rounded into a float32 array (no
+    float64 M × M array is formed)."""
+    return operators.symmetric_gram(features, inputs, tile_rows, jnp.float32)
+
+
+LOSSES = ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss")
+
+
+def _changes(current: dict, previous: dict | None, allowed: dict):
+    """(largest change of the losses between two checks in units of what each may move (``allowed``: {loss:
+    bound, per label set or one for all}), largest relative change of t*)."""
     if previous is None:
         return math.inf, math.inf
     loss = 0.0
-    for key in ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss"):
-        loss = max(loss, float(np.max(np.abs(current[key] - previous[key]))))
+    for key in LOSSES:
+        bound = np.maximum(allowed[key], np.finfo(np.float64).tiny)
+        bound = bound[..., None] if np.ndim(current[key]) > np.ndim(bound) else bound
+        loss = max(loss, float(np.max(np.abs(current[key] - previous[key]) / bound)))
     new, old = current["best_time"], previous["best_time"]
     both_inf = np.isinf(new) & np.isinf(old)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -398,6 +425,36 @@ def remaining_error(change: float, last_change: float) -> float:
     if q < 0.5:
         return max(change * q / (1 - q), 0.0) if change > 0 else 0.0
     return 10 * change
+
+
+def _allowed(result, loss_tol: float, time_rtol: float, float32: bool) -> dict:
+    """What each figure may move between the last checks: tol · s* (losses) and time_rtol (t*); float32
+    problems: at least its float32 estimate (``precision.float32_errors``: the float32 products blur the
+    quadrature to that level, below which a check cannot converge)."""
+    if not float32:
+        return {**{k: loss_tol for k in LOSSES}, "best_time": time_rtol}
+    errors = float32_errors(result)
+    e = {k: np.asarray(getattr(errors, k), np.float64) for k in LOSSES + ("best_time",)}
+    return {**{k: np.maximum(loss_tol, e[k]) for k in LOSSES}, "best_time": max(time_rtol, float(np.max(e["best_time"])))}
+
+
+def _krylov_errors(result, converge: dict, time_change: float, float32: bool) -> ErrorEstimate:
+    """Estimates of a Krylov result (its route not yet attached): each loss's convergence error ``converge``
+    plus the rounding level; t* by the shift the loss error implies (``time_error``) or its last change,
+    whichever is larger. Float32 problems: the losses' float32 estimates (``precision.float32_errors``) plus
+    their convergence errors; t* by its float32 estimate or its last change (the checks follow t* directly)."""
+    problem = result.problem
+    rounding = rounding_estimate(problem)
+    loss = {k: jnp.broadcast_to(jnp.asarray(converge[k], rounding.dtype), rounding.shape) for k in LOSSES}
+    if float32:
+        e = float32_errors(dataclasses.replace(result, error=dataclasses.replace(
+            result.error, best_time=jnp.full(result.best_time.shape, time_change))))
+        return ErrorEstimate(*(getattr(e, k) + loss[k] for k in LOSSES[:2]), e.best_time,
+                             *(getattr(e, k) + loss[k] for k in LOSSES[2:]))
+    loss = {k: v + rounding for k, v in loss.items()}
+    t_error = jnp.maximum(time_error(problem, result.best_time, loss["best_student_loss"]), time_change)
+    return ErrorEstimate(loss["student_loss"], loss["best_student_loss"], t_error, loss["student_loss_at_infinity"],
+                         loss["ceiling_loss"])
 
 
 class Stopwatch:
@@ -428,13 +485,15 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
             tile_rows = operators.default_tile_rows(-(-m // shards), itemsize, columns=m)
         else:
             tile_rows = operators.default_square_tile_rows(m, itemsize=itemsize)
-    rcond = default_rcond(m, objective.features.weights.dtype) if rcond is None else float(rcond)
+    float32 = mixed.is_float32(objective)
+    wide = mixed.time_dtype(objective.features.weights.dtype)  # float32 problems: basis and quadrature in float64
+    rcond = default_rcond(m, wide) if rcond is None else float(rcond)
     watch = Stopwatch(timings)
     padded, op = _krylov_operator(objective, plan.operator, int(tile_rows), mesh)
     watch.lap("gram", op)
     n = label_count(objective)
     max_blocks = min(check_positive_int(max_blocks, "max_blocks"), -(-m // (n + 1)) + 1)
-    capacity = min(max_blocks, max(INITIAL_CAPACITY, predicted_blocks(m, itemsize)))
+    capacity = min(max_blocks, max(INITIAL_CAPACITY, predicted_blocks(m, jnp.dtype(wide).itemsize)))
     state = krylov.krylov_start(padded, op, capacity, int(tile_rows))
     watch.lap("label moments", state)
     scale = float(to_host(state.energy))
@@ -450,16 +509,17 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
         steps = stop
         decomposition, dimension, next_norm = krylov.krylov_decomposition(state, jnp.int32(steps), rcond)
         result = summarize_compiled(decomposition.problem, times)
-        current = {k: to_host(getattr(result, k)) for k in
-                   ("student_loss", "best_student_loss", "student_loss_at_infinity", "ceiling_loss", "best_time")}
+        current = {k: to_host(getattr(result, k)) for k in LOSSES + ("best_time",)}
         exhausted = float(to_host(next_norm)) == 0.0 or int(to_host(dimension)) >= m
-        change, time_change = _changes(current, previous)
-        estimate = remaining_error(change, last_change)
+        allowed = _allowed(result, tol * scale, time_rtol, float32)
+        change, time_change = _changes(current, previous, allowed)
+        estimate = remaining_error(change, last_change)  # in units of ``allowed``
         if progress is not None:
-            progress(steps, estimate / scale if scale > 0 else estimate)
+            worst = estimate * max(float(np.max(allowed[k])) for k in LOSSES)
+            progress(steps, worst / scale if scale > 0 else worst)
         previous, last_change = current, change
         watch.lap("checks")
-        if exhausted or (estimate <= tol * scale and time_change <= time_rtol):
+        if exhausted or (estimate <= 1 and time_change <= allowed["best_time"]):
             converged = True
             break
     if with_basis:
@@ -471,21 +531,20 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
                                     "the change over the last check extrapolated geometrically (remaining_error)"
                                     if not exhausted else
                                     f"block Gauss quadrature on an invariant Krylov space ({steps} blocks): exact"),
-        ("t*", "refined on the quadrature; estimate = relative change over the last check, or the shift implied "
-               "by the loss error, whichever is larger"),
-    )
+        ("t*", "refined on the quadrature; estimate = relative change over the last check, or "
+               f"{'its float32 estimate' if float32 else 'the shift implied by the loss error'}, whichever is larger"),
+    ) + ((("float32", FLOAT32_KRYLOV_HOW),) if float32 else ())
     info = RouteInfo("krylov", plan.operator, plan.reason, steps, converged, how)
     problem = decomposition.problem
-    loss_error = jnp.full(problem.residual.shape, estimate) + rounding_estimate(problem)
-    result = summarize_compiled(problem, times, route=info)
-    t_error = jnp.maximum(time_error(problem, result.best_time, loss_error), time_estimate)
-    result = dataclasses.replace(result, error=ErrorEstimate(loss_error, loss_error, t_error, loss_error, loss_error))
+    result = summarize_compiled(problem, times)
+    converge = {k: estimate * np.maximum(allowed[k], np.finfo(np.float64).tiny) for k in LOSSES}
+    result = dataclasses.replace(result, error=_krylov_errors(result, converge, time_estimate, float32), route=info)
     watch.lap("final figures", result)
     if not converged:
         warnings.warn(
             f"the Krylov quadrature did not reach tol={tol:g}·s* (t* rtol {time_rtol:g}) within {steps} blocks: "
-            f"last change of the losses {change:.3g}, of t* {time_change:.3g}. Raise max_blocks, or use "
-            "method='eigh' where it fits",
+            f"last change of the losses {change:.3g}× what the tolerance allows, of t* {time_change:.3g}. Raise "
+            "max_blocks, or use method='eigh' where it fits",
             KrylovConvergenceWarning,
             stacklevel=3,
         )

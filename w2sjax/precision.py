@@ -1,7 +1,9 @@
-"""Error estimates of float32 problems (``routes.mixed``: eigh in float32, everything else in float64).
+"""Error estimates of float32 problems (``routes.mixed``: eigh in float32, everything else in float64; the Krylov
+route: products G·V in float32, everything else in float64).
 
 A float32 eigendecomposition of G is the exact one of G + E with ‖E‖ ≈ ε₃₂ λ_max (backward stability; the
-rounding of G to float32 is of the same size). To first order in the eigenvalues, with b̃ = Qᵀb, c̃ = Qᵀc,
+rounding of G to float32 is of the same size), and so is each float32 product G·V of the Krylov route: its
+quadrature (Ritz values, coefficients) is then a spectral problem with the same eigenvalue error. To first order in the eigenvalues, with b̃ = Qᵀb, c̃ = Qᵀc,
 
     L(t) = s* + Σ_i h₁(λ_i) b̃_i² − 2 h₂(λ_i) b̃_i c̃_i,    h₁ = ρ²/λ, h₂ = ρ/λ,
     δL(t) ≈ δ (Σ_i (h₁'(λ_i) b̃_i² − 2 h₂'(λ_i) b̃_i c̃_i)²)^½,    δ = ``EIGENVALUE_ERROR`` · ε₃₂ · λ_max,
@@ -62,7 +64,8 @@ def _sensitivity(problem: SpectralProblem, t, keys) -> jax.Array:
 
 @jax.jit
 def float32_errors(result: W2SResult) -> ErrorEstimate:
-    """Error estimates of a population result of ``routes.mixed`` (see the module docstring)."""
+    """Error estimates of a float32 population result, eigh (``routes.mixed``) or Krylov (its quadrature as the
+    spectral problem; see the module docstring)."""
     problem = jax.lax.stop_gradient(result.problem)
     lam = problem.eigenvalues
     delta = EIGENVALUE_ERROR * jnp.finfo(jnp.float32).eps * jnp.max(lam)
@@ -118,5 +121,5 @@ def precision_warning(result: W2SResult, stacklevel: int = 3) -> None:
     if bad:
         listed = ", ".join(f"{k} (estimated relative error {v:.1g})" for k, v in bad.items())
         warnings.warn(f"float32: {listed} cannot be bounded to {RELATIVE_TARGET:g}; see result.error, or use float64 "
-                      "(the float32 eigendecomposition does not resolve eigenvalues below ε32·λ_max)",
+                      "(float32 arithmetic on G does not resolve its eigenvalues below ε32·λ_max)",
                       PrecisionWarning, stacklevel=stacklevel)

@@ -15,6 +15,12 @@ Each step costs one product of G with p = n + 1 vectors (a stored G: one M × M 
 kernel tile recomputed) plus O(M K p) for the reorthogonalisation of a basis of K columns. The engine
 (``engine``) runs the steps and stops when the figures of merit stop moving (its stopping rule), or when the
 space becomes invariant (then the quadrature is exact). Population objectives only (G_eval = G_train).
+
+Float32 problems (``routes.mixed``): the operator holds or forms G in float32 and each product G V is taken in
+float32 (V rounded, G V cast back); the moments b, c, s*, the basis, its reorthogonalisation, T_k, its
+eigendecomposition and the quadrature are float64. The products are the O(M² p) work per step; the rest is
+O(M K p). A float32 product is the exact one of G + E with ‖E‖ ≈ ε₃₂ λ_max, the error model of
+``w2sjax.precision``.
 """
 
 from __future__ import annotations
@@ -92,7 +98,7 @@ def _step(state: KrylovState, i) -> KrylovState:
     """Step i: W = G V_i, block column i of VᵀGV, and V_{i+1} from W orthonormalised against all of V."""
     p, op = state.block, state.operator
     v = jax.lax.dynamic_slice_in_dim(state.basis, i * p, p, axis=1)
-    w = op.place(op(v))
+    w = op.place(op(v.astype(op.dtype)).astype(v.dtype))
     h = state.basis.T @ w
     projection = jax.lax.dynamic_update_slice(state.projection, h, (jnp.zeros_like(i), i * p))
     # deflation is judged against ‖G‖ (≥ max |VᵀGV|), not ‖w‖: once the space is invariant, what is left of w

@@ -5,8 +5,8 @@ U_I of ``tile_rows`` rows,
 
     (G_S V)_I = Σ_J K(U_I, U_J) V_J / M.
 
-- ``StoredGram``: G_S built once, tile by tile over the tiles on and above the diagonal (K_JI = K_IJᵀ), and
-  stored (M² numbers); a product is one matrix product.
+- ``StoredGram``: G_S built once and stored (M² numbers; float32 problems: formed tile by tile in float64 and
+  rounded to float32); a product is one matrix product.
 - ``TiledGram``: never stored; every product recomputes the tiles on and above the diagonal (O(M² d) work,
   O(tile_rows² + M p) memory).
 - ``ShardedGram``: the rows split over the mesh axis "tiles"; each device forms the tiles of its own rows
@@ -14,7 +14,8 @@ U_I of ``tile_rows`` rows,
 
 Rows past the true width are zero padding: a zero row is a feature that is identically zero, so it adds a zero
 row and column to G_S and keeps padded vectors zero there. Every operator has ``size`` (rows, padding
-included), ``op(V)`` for V (size, p), ``place(x, axis)`` (the layout of an array indexed by rows along
+included), ``dtype`` (the precision of its products: V is cast to it, the Krylov route casts G V back to the
+basis's), ``op(V)`` for V (size, p), ``place(x, axis)`` (the layout of an array indexed by rows along
 ``axis``; a no-op on one device) and ``replicate(tree)`` (arrays that every device holds whole).
 """
 
@@ -112,18 +113,21 @@ def symmetric_matvec(features: RandomFeatures, inputs, vectors: jax.Array, tile_
     return out.reshape(vectors.shape)
 
 
-def symmetric_gram(features: RandomFeatures, inputs, tile_rows: int) -> jax.Array:
-    """G (n, n) of a padded model from its tiles on and above the diagonal, mirrored."""
+def symmetric_gram(features: RandomFeatures, inputs, tile_rows: int, dtype=None) -> jax.Array:
+    """G (n, n) of a padded model from its tiles on and above the diagonal, mirrored; each tile formed in the
+    weights' precision and stored in ``dtype`` (default: the weights'), so no (n, n) array of the weights'
+    precision is formed."""
     n = features.weights.shape[0]
     pairs = _tile_pairs(n // tile_rows)
 
     def one_pair(gram, ij):
         i, j = ij[0], ij[1]
         tile = _tile(features, inputs, i, j, tile_rows)
+        tile = tile.astype(gram.dtype)
         gram = jax.lax.dynamic_update_slice(gram, tile, (i * tile_rows, j * tile_rows))
         return jax.lax.dynamic_update_slice(gram, tile.T, (j * tile_rows, i * tile_rows)), None
 
-    dtype = features.weights.dtype
+    dtype = features.weights.dtype if dtype is None else dtype
     gram, _ = jax.lax.scan(one_pair, jnp.zeros((n, n), dtype), jnp.asarray(pairs))
     return gram
 
@@ -160,6 +164,10 @@ class StoredGram:
     def size(self) -> int:
         return int(self.matrix.shape[0])
 
+    @property
+    def dtype(self):
+        return self.matrix.dtype
+
     def __call__(self, vectors: jax.Array) -> jax.Array:
         return self.matrix @ vectors
 
@@ -188,6 +196,10 @@ class TiledGram:
     @property
     def size(self) -> int:
         return int(self.features.weights.shape[0])
+
+    @property
+    def dtype(self):
+        return self.features.weights.dtype
 
     def __call__(self, vectors: jax.Array) -> jax.Array:
         return symmetric_matvec(self.features, self.inputs, vectors, self.tile_rows)

@@ -99,6 +99,10 @@ class ShardedGram:
     def size(self) -> int:
         return int(self.features.weights.shape[0])
 
+    @property
+    def dtype(self):
+        return self.features.weights.dtype
+
     def __call__(self, vectors: jax.Array) -> jax.Array:
         """G_S V: V (size, p) in, (size, p) split by rows out."""
         cols = self.features
