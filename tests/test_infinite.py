@@ -2,9 +2,7 @@
 (convergence like 1/M_ST), Monte Carlo, mimicry, independent closed forms, and bad input."""
 
 import math
-import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
