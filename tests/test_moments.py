@@ -11,7 +11,7 @@ import w2sjax as w
 from w2sjax.kernels import arccos, relu_hermite_coefficient, unit_moment
 from w2sjax.targets import units_target_moment
 
-N_SAMPLES = 1_000_000
+N_SAMPLES = 2_000_000
 N_SIGMA = 5.0
 
 
