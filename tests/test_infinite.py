@@ -271,7 +271,7 @@ def _arc_cosine(a, b):
 def test_relu_students_converge_like_one_over_width():
     """ReLU, d = 16, f* = x₁, a teacher of 64 units; students of 128, 256, 512 units over 8 seeds (numpy, from
     the arc-cosine Gram matrices): the seed-averaged errors of L_ST(t) at t*/2, t*, 2t*, of L_ST* and of log t*
-    fall like M^{-1} (fitted slope in [−1.3, −0.7]). benchmarks/infinite.py runs 512 … 8192.
+    fall like M^{-1} (fitted slope in [−1.3, −0.7]). benchmarks/infinite.py runs 512 … 2048 (and up to 8192 with --sizes).
     (At times ~1/λ₁ a mean-zero fluctuation of order 1/√(M · seeds) dominates the seed average instead.)"""
     d, sizes, seeds = 16, (128, 256, 512), 8
     inputs = w.gaussian_inputs(d)
