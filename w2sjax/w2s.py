@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from functools import partial
 
 import jax
@@ -413,8 +414,6 @@ def warn_narrow_student(student, batch) -> None:
     m_st = float(np.asarray(student.width))
     narrow = sorted({int(m) for m in np.atleast_1d(np.asarray(batch.width)) if m >= m_st})
     if narrow:
-        import warnings
-
         warnings.warn(f"the student (M_ST = {m_st:g}) is not wider than its teacher(s) of width "
                       f"{', '.join(map(str, narrow))}: it can at best about match them, and PGR is undefined where "
                       "L_ceil ≥ L_TE; use a wider student", NarrowStudentWarning, stacklevel=3)

@@ -85,14 +85,14 @@ def run(args) -> int:
     from w2sjax.environment import environment
     from w2sjax.features import random_features, teacher_weights
     from w2sjax.inputs import gaussian_inputs
-    from w2sjax.studies.validation import check_folder
+    from w2sjax.studies.runner import check_output_folder
     from w2sjax.targets import linear_target
 
     check_sizes(args)
     times = time_grid(args)
     stage_times = parse_stage_times(args.stage_times, len(args.stages))
     out = Path(args.out)
-    check_folder(out)
+    check_output_folder(out, runs=False)
     d = args.dim
     beta = np.zeros(d)
     beta[0] = 1.0

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from w2sjax._io import atomic_write_json, atomic_write_text, from_json_float, json_safe
-from w2sjax.studies.runner import fit_power_law
+from w2sjax.studies.runner import check_output_folder, fit_power_law
 
 VERSION = 1
 """Bump when a unit's computation changes, so stored units (and the claims built on them) are recomputed."""
@@ -1066,22 +1066,6 @@ def _compute_numbers(claim: int, sizes: ValidationSizes, units: Units, parts: di
     return numbers_claim4(parts)
 
 
-def check_folder(folder: Path) -> None:
-    """The output folder, created and tested for writing before any work (ValueError saying what to change)."""
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"output folder {str(folder)!r}: {str(parent)!r} is a file; give a folder path")
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"cannot write to output folder {str(folder)!r} ({err.strerror}); give a writable folder") from None
-
-
 def run_validation(out=None, sizes: ValidationSizes = QUICK, claims=CLAIMS, *, fresh: bool = False,
                    say: Callable[[str], None] | None = print) -> dict:
     """Check the statements ``claims`` at ``sizes``; with ``out``, write report.md, report.json and one PNG per
@@ -1093,7 +1077,7 @@ def run_validation(out=None, sizes: ValidationSizes = QUICK, claims=CLAIMS, *, f
     clock = time.perf_counter()
     folder = None if out is None else Path(out)
     if folder is not None:
-        check_folder(folder)
+        check_output_folder(folder, runs=False)
         if fresh:
             for sub in ("units", "claims"):
                 if (folder / sub).is_dir():
