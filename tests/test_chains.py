@@ -321,6 +321,39 @@ def test_bad_stages():
         chain_stage_weights(0, 0, 4, D, "relu")
 
 
+def test_an_infinitely_wide_last_stage_learns_its_labels_exactly():
+    """M = ∞ as the last stage: trained to convergence it recovers the previous stage's function at τ, so
+    L_∞(∞) = L_{K−1}(τ); stopped early it is an ordinary infinitely wide student of that function. Only the last
+    stage may be infinitely wide."""
+    stages = (*models(3, WIDTHS[:1]), w.infinite_features(D))
+    f_star = w.linear_target(np.eye(D)[0])
+    for stage_times in ("best", [30.0]):
+        result = chain(stages, teachers(), f_star, law(), TIMES, stage_times=stage_times, method="eigh")
+        first, last = result
+        assert last.route.method == "infinite"
+        if stage_times == "best":
+            at_tau = np.asarray(first.best_student_loss)
+        else:
+            one = w.weak_to_strong(stages[0], teachers(), f_star, law(), np.array([29.0, 30.0, 31.0]), method="eigh")
+            at_tau = np.asarray(one.student_loss)[:, 1]
+        np.testing.assert_allclose(np.asarray(last.student_loss_at_infinity), at_tau, rtol=1e-10)
+        assert np.all(np.asarray(last.best_student_loss) <= np.asarray(last.student_loss_at_infinity))
+    with pytest.raises(ValueError, match="stage 1 is infinitely wide: only the last stage may be"):
+        chain((w.infinite_features(D), stages[0]), teachers(), f_star, law(), TIMES)
+
+
+def test_a_teacher_stopped_early_labels_the_chain_as_it_labels_a_student():
+    """teacher_time: the chain's teacher is weak_to_strong's teacher at that time, at any weight scale."""
+    stages = tuple(w.random_features(3.0 * np.asarray(s.weights), "relu") for s in models(3, WIDTHS[:2]))
+    teacher_models = [w.random_features(0.3 * np.asarray(t.weights), "relu") for t in teachers()]
+    result = chain(stages, teacher_models, target(), law(), TIMES, teacher_time=5.0)
+    single = w.weak_to_strong(stages[0], teacher_models, target(), law(), TIMES, teacher_time=5.0)
+    np.testing.assert_allclose(np.asarray(result.teacher_loss), np.asarray(single.teacher_loss), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(result[0].student_loss), np.asarray(single.student_loss), rtol=1e-10)
+    least_squares = w.weak_to_strong(stages[0], teacher_models, target(), law(), TIMES)
+    assert np.all(np.asarray(single.teacher_loss) > np.asarray(least_squares.teacher_loss) + 1e-3)
+
+
 def test_stage_without_basis_cannot_label_the_next():
     stage = models(3, WIDTHS[:1])[0]
     problem = SpectralProblem(np.ones(24), np.ones((1, 24)), np.ones((1, 24)), np.zeros(1))

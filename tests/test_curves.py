@@ -317,3 +317,21 @@ def test_a_time_scale_beyond_float64_is_refused_clearly():
     tiny = w.random_features(np.asarray(student.weights) * 1e-200)
     with pytest.raises(ValueError, match="t\\* .*float64"):
         w.weak_to_strong(tiny, teacher, target, inputs, np.logspace(-1, 300, 30))
+
+
+@pytest.mark.parametrize("teacher_scale, variance", [(1.0, 1.0), (3.0, 1.0), (0.3, 5.0)])
+def test_a_teacher_stopped_early_follows_its_own_flow_at_any_scale(teacher_scale, variance):
+    """teacher_time = τ: w_T(τ) = Q diag((1 − e^{−τλ})/λ) Qᵀ c_T in the problem's own units (numpy, from the
+    moments), whatever the weight and input scales the solver normalises away internally."""
+    student, teacher, target, _ = small_problem(m_student=24)
+    inputs = w.gaussian_inputs(D, np.full(D, variance))
+    teacher = w.random_features(np.asarray(teacher.weights) * teacher_scale)
+    G_t = np.asarray(w.feature_gram(teacher, teacher, inputs))
+    c_t = np.asarray(w.feature_target_moment(teacher, target, inputs))
+    s_star = float(w.target_second_moment(target, inputs))
+    lam, Q = np.linalg.eigh(G_t)
+    for tau in (0.5, 20.0):
+        w_t = Q @ (-np.expm1(-tau * lam) / lam * (Q.T @ c_t))
+        expected = direct_loss(G_t, c_t, s_star, w_t)
+        result = w.weak_to_strong(student, teacher, target, inputs, np.geomspace(0.1, 10, 8), teacher_time=tau)
+        np.testing.assert_allclose(float(result.teacher_loss), expected, rtol=1e-10)

@@ -182,6 +182,8 @@ OTHER_BAD = [
     (["crosscheck", "--seeds", "1"], ["seeds", ">= 2"]),
     (["crosscheck", "--online-step", "nan"], ["step", "nan"]),
     (["crosscheck", "--student-width", "-5"], ["width", "-5"]),
+    (["chain", "--stages", "16", "inf", "32", "--teacher-width", "4"], ["--stages", "only the last"]),
+    (["chain", "--stages", "16", "32", "--teacher-width", "4", "--dim", "0"], ["--dim", "0"]),
     (["nonsense"], ["nonsense"]),
 ]
 

@@ -235,6 +235,12 @@ def test_unknown_toml_key_lists_valid_keys(tmp_path):
     ("rcond = 2.0\n", "rcond is a relative eigenvalue cutoff"),
     ('method = "magic"\n', "method must be one of"),
     ('inputs_file = "x.npy"\n', "needs both inputs_file"),
+    ('chain_widths = ["inf", 16]\n', "only the last stage may be"),
+    ('chain_widths = [16, 16]\nchain_times = ["best", 1.0, 2.0]\n', "chain_times needs one entry or 2"),
+    ('chain_widths = [16]\nchain_times = ["soon"]\n', "chain_times holds"),
+    ('chain_times = [1.0]\n', "chain_times goes with chain_widths"),
+    ("chain_widths = [16]\nsamples = 64\n", "chains are population studies"),
+    ('chain_widths = [16]\nmethod = "infinite"\n', "an \"inf\" last stage takes it by itself"),
 ])
 def test_invalid_config_values(extra, message):
     with pytest.raises(ValueError, match=message):
@@ -450,3 +456,50 @@ def test_shift_study_refuses_what_the_model_does_not_have():
         cfg.parse_config(SHIFT + 'activation = "linear"\n')
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         cfg.parse_config(SHIFT.replace("[0.5]", "[1.5]"))
+
+
+CHAIN = "input_dims = [8]\nstudent_widths = [24]\nteacher_widths = [4, 8]\nnum_times = 40\nseeds = 2\n" \
+        'chain_widths = [40, "inf"]\nchain_times = [30.0, "best"]\n'
+
+
+def test_a_chain_study_is_the_chain_of_its_stages(tmp_path, capsys):
+    """chain_widths in TOML: one record per (seed, stage, teacher) equal to ``w2sjax.chain`` on the same stages
+    (stage 1 the study's student of that seed); curves.csv with stage columns; resumed; chain.png."""
+    config = cfg.parse_config(CHAIN)
+    assert config.stage_times() == (30.0, "best") and cfg.parse_config(cfg.config_to_toml(config)) == config
+    plan = runner.plan_study(config)
+    assert "stage 2: eigh" in plan.describe() and "stage 3: infinite" in plan.describe()
+    result = runner.run_study(config, tmp_path, progress=False)
+    assert len(result.records) == 2 * 3 * 2
+    inputs = runner.build_inputs(config, 8)
+    f_star = runner.build_target(config, 8, inputs)
+    for seed in (0, 1):
+        stages = list(w.chain_stages(seed, [24, 40], 8)) + [w.infinite_features(8)]
+        teacher_models = runner.build_teachers(config, 8, (4, 8), seed)
+        expected = w.chain(stages, teacher_models, f_star, inputs, config.time_grid(), stage_times=[30.0, "best"])
+        for k, stage in enumerate(expected, start=1):
+            for i, m_te in enumerate((4, 8)):
+                index = next(j for j, r in enumerate(result.records)
+                             if (r["seed"], r["stage"], r["teacher_width"]) == (seed, k, m_te))
+                rec = result.records[index]
+                assert rec["stage_width"] == (24, 40, "inf")[k - 1] and rec["student_width"] == 24
+                assert rec["route"] == ("infinite" if k == 3 else "eigh")
+                np.testing.assert_allclose(result.curves[index], stage.student_loss[i], rtol=1e-12)
+                for name in ("best_student_loss", "best_time", "ratio", "teacher_loss", "ceiling_loss"):
+                    np.testing.assert_allclose(rec[name], getattr(stage, name)[i], rtol=1e-12)
+                if k < 3:
+                    np.testing.assert_allclose(rec["label_time"], expected.label_times[k - 1, i], rtol=1e-12)
+                else:
+                    assert rec["label_time"] is None
+    lines = (tmp_path / "curves.csv").read_text().splitlines()
+    assert lines[0] == "run,input_dim,student_width,teacher_width,seed,stage,stage_width,time,student_loss," \
+                       "teacher_loss,loss_ratio"
+    assert lines[1].startswith("d8_mst24_mte4_seed0_stage1,8,24,4,0,1,24,") and len(lines) == 1 + 12 * 40
+    data = read_results(tmp_path)
+    assert {"chain.png", "loss_ratio.png", "power_law.png"} <= set(data["files"])
+    assert [f["group"] for f in data["fits"]] == ["d = 8, M_ST = 24, stage 1", "d = 8, M_ST = 24, stage 2 (M = 40)",
+                                                  "d = 8, M_ST = 24, stage 3 (M = inf)"]
+    table = runner.summary_table(result)
+    assert "stage: M" in table and "3: inf" in table
+    again = runner.run_study(config, tmp_path, progress=False, plots=False)
+    assert again.runs_reused == 2 and again.records == result.records

@@ -188,11 +188,10 @@ def test_real_run_at_tiny_sizes_and_chain_cli(tmp_path, monkeypatch):
             *map(str, sizes.chain_teacher_widths), "--dim", str(sizes.chain_dim), "--times",
             *map(str, sizes.relu_times), "--out", str(tmp_path / "c")]
     assert main(args) == 0
-    result = json.loads((tmp_path / "c" / "results.json").read_text())
-    stages = result["runs"][0]["stages"]
+    records = json.loads((tmp_path / "c" / "results.json").read_text())["records"]
     for r in runs:
-        i = sizes.chain_teacher_widths.index(r["teacher_width"])
-        assert stages[r["stage"] - 1]["best_student_loss"][i] == pytest.approx(r["best_student_loss"], rel=1e-12)
+        rec = next(q for q in records if (q["stage"], q["teacher_width"], q["seed"]) == (r["stage"], r["teacher_width"], 0))
+        assert rec["best_student_loss"] == pytest.approx(r["best_student_loss"], rel=1e-12)
     lines = (tmp_path / "c" / "curves.csv").read_text().splitlines()
-    assert lines[0].startswith("seed,teacher_width,stage")
+    assert lines[0].startswith("run,input_dim,student_width,teacher_width,seed,stage,stage_width,time")
     assert len(lines) == 1 + len(sizes.chain_stage_widths) * len(sizes.chain_teacher_widths) * sizes.relu_times[2]

@@ -26,7 +26,7 @@ from w2sjax._io import json_safe
 from w2sjax._checks import check_choice
 from w2sjax.curves import ErrorEstimate, W2SResult, time_error
 from w2sjax.engine import METHODS, solve_objective
-from w2sjax.features import RandomFeatures, model_function, sample_weights, student_weights
+from w2sjax.features import InfiniteFeatures, RandomFeatures, model_function, sample_weights, student_weights
 from w2sjax._checks import is_traced
 from w2sjax.inputs import components, pytree
 from w2sjax.objectives import Law, Objective, check_objective
@@ -41,6 +41,7 @@ from w2sjax.w2s import (
     fit_teachers,
     rescale,
     teacher_functions,
+    teacher_times,
     unit_features,
     unit_law,
     unit_teachers,
@@ -194,12 +195,17 @@ _rescale = jax.jit(rescale, static_argnames=("scales",))
 
 
 def check_stages(stages) -> tuple:
-    """A non-empty tuple of single models (M, d)."""
+    """A non-empty tuple of single models (M, d); the last may be infinitely wide (``InfiniteFeatures``)."""
     if isinstance(stages, RandomFeatures):
         stages = (stages,)
     if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or len(stages) == 0:
         raise ValueError("stages must be a non-empty sequence of RandomFeatures (one per student of the chain)")
     for k, s in enumerate(stages, start=1):
+        if isinstance(s, InfiniteFeatures):
+            if k < len(stages):
+                raise ValueError(f"stage {k} is infinitely wide: only the last stage may be (its function is not a "
+                                 "finite network that could label the next stage)")
+            continue
         if not isinstance(s, RandomFeatures):
             raise ValueError(f"stage {k} must be RandomFeatures (M, d); got {type(s).__name__}")
         if s.weights.ndim != 2:
@@ -232,9 +238,13 @@ def check_stage_times(stage_times, count: int) -> tuple:
     return tuple(out)
 
 
-def check_methods(method, count: int) -> tuple:
-    """One route per stage: a name for all, or a sequence of K names."""
-    methods = (method,) * count if isinstance(method, str) else tuple(method)
+def check_methods(method, count: int, infinite_last: bool = False) -> tuple:
+    """One route per stage: a name for every finite stage (an infinitely wide last stage has one route and
+    takes "auto"), or a sequence of K names."""
+    if isinstance(method, str):
+        methods = (method,) * (count - 1) + ("auto" if infinite_last else method,)
+    else:
+        methods = tuple(method)
     if len(methods) != count:
         raise ValueError(f"method must be one name or one per stage ({count}); got {len(methods)}")
     for m in methods:
@@ -257,12 +267,14 @@ def chain(
     stage_times="best",
     method="auto",
     rcond: float | None = None,
+    teacher_time: float = math.inf,
     **route_options,
 ) -> ChainResult:
     """A chain teacher → stage 1 → … → stage K on the population, every stage exactly.
 
     Args:
-      stages: K student models, each (M_k, d) (widths and activations may differ).
+      stages: K student models, each (M_k, d) (widths and activations may differ); the last may be infinitely
+        wide (``features.infinite_features``).
       teachers: one teacher (M_TE, d), a padded batch (n, M_TE, d), or a sequence of teachers of any widths;
         each is fitted to f* by least squares and labels its own chain.
       target: f*.
@@ -270,8 +282,9 @@ def chain(
       times: (T,) strictly increasing positive times: every stage's curve L_k(t) is reported on them.
       stage_times: the time τ_k at which stage k labels stage k + 1: ``"best"`` (or None) for every stage's own
         t*_k, or a sequence of K − 1 entries, each ``"best"`` or a time >= 0 (``math.inf``: least squares).
-      method: route of every stage (``engine.METHODS``), or a sequence of K routes.
+      method: route of every finite stage (``engine.METHODS``), or a sequence of K routes.
       rcond: relative eigenvalue cutoff (default M·ε per stage).
+      teacher_time: the teacher's gradient-flow time on f* (∞: least squares).
       **route_options: ``engine.solve_objective`` options, for every stage (tol, operator, max_blocks, …).
 
     Returns:
@@ -282,24 +295,27 @@ def chain(
     stages = check_stages(stages)
     count = len(stages)
     plan = check_stage_times(stage_times, count)
-    methods = check_methods(method, count)
+    methods = check_methods(method, count, isinstance(stages[-1], InfiniteFeatures))
     batch = as_batch(teachers)
     traced = is_traced(stages, batch, target, inputs, times)
     dtype = components(inputs)[0][1].dtype
     scales = [Scales()] * count
+    if not teacher_time > 0:
+        raise ValueError(f"teacher_time must be > 0 (math.inf for least squares); got {teacher_time!r}")
+    teacher_scales, s_x = 1.0, 1.0
     if not traced:
         names = tuple((s, f"stage {k} features") for k, s in enumerate(stages, start=1))
         grid = check_problem(names, batch, target, inputs, times)
         # Every stage at its own unit weight scale; the law and f* once for the whole chain.
         units = [unit_features(s) for s in stages]
         stages = tuple(s for s, _ in units)
-        batch = unit_teachers(batch)
+        batch, teacher_scales = unit_teachers(batch)
         target, inputs, _, s_x, s_f = unit_law(target, inputs)
         scales = [Scales(s_u, s_x, s_f) for _, s_u in units]
     else:
         grid = times
     law = Law(inputs)
-    fit = fit_teachers(batch, target, law, None, math.inf, rcond)
+    fit = fit_teachers(batch, target, law, None, teacher_times(teacher_time, teacher_scales, s_x), rcond)
     labels = teacher_functions(batch, fit)
     n = batch.weights.shape[0]
     results, label_times = [], []

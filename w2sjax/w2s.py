@@ -89,10 +89,10 @@ def weights_at(decomposition: Decomposition, time) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("rcond",))
 def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=None, time=math.inf, rcond=None) -> TeacherFit:
-    """Teachers (a padded batch) trained by gradient flow on f* to ``time`` (∞: least squares), each by the
-    dense route (teachers are small): weights and errors."""
+    """Teachers (a padded batch of n) trained by gradient flow on f* to ``time`` (∞: least squares), each by the
+    dense route (teachers are small): weights and errors. ``time``: one for all, or (n,) one per teacher."""
 
-    def one(weights, width):
+    def one(weights, width, time):
         model = RandomFeatures(weights, width, teachers.activation)
         objective = Objective(model, (one_label(target),), target, train, evaluation)
         if objective.population and mixed.is_float32(objective):  # float32: teachers are small, fit in float64
@@ -106,7 +106,8 @@ def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=Non
         loss = loss_from_response(problem, rho)[0]
         return weights_at(decomposition, time)[0], loss
 
-    w, loss = jax.vmap(one)(teachers.weights, teachers.width)
+    times = jnp.broadcast_to(jnp.asarray(time, teachers.weights.dtype), teachers.width.shape)
+    w, loss = jax.vmap(one)(teachers.weights, teachers.width, times)
     return TeacherFit(w, loss)
 
 
@@ -255,15 +256,22 @@ def unit_features(features: RandomFeatures):
     return RandomFeatures(features.weights / s_u, features.width, features.activation), s_u
 
 
-def unit_teachers(teachers: RandomFeatures) -> RandomFeatures:
-    """A padded batch of teachers, each divided by its own power of two (a least-squares fit is invariant)."""
+def unit_teachers(teachers: RandomFeatures):
+    """(teachers, s_T): a padded batch of teachers, each divided by its own power of two s_T (n,). A least-squares
+    fit is invariant; a teacher trained to a finite time t trains to t·s_T²·s_x in the internal units
+    (``teacher_times``)."""
     if is_traced(teachers):
         t_scale = jax.vmap(_traced_power_of_two)(jnp.max(jnp.abs(teachers.weights), axis=(1, 2)))
         t_scale = t_scale.astype(teachers.weights.dtype)
     else:
         t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
         t_scale = jnp.asarray([_power_of_two(float(v)) for v in t_scale], dtype=teachers.weights.dtype)
-    return RandomFeatures(teachers.weights / t_scale[:, None, None], teachers.width, teachers.activation)
+    return RandomFeatures(teachers.weights / t_scale[:, None, None], teachers.width, teachers.activation), t_scale
+
+
+def teacher_times(time, teacher_scales, input_scale) -> jax.Array:
+    """(n,) a teacher flow time in each normalised teacher's units: t·s_T²·s_x (G_T scales by s_T² s_x)."""
+    return time * jnp.asarray(teacher_scales) ** 2 * input_scale
 
 
 def input_scale(laws) -> float:
@@ -325,12 +333,12 @@ def unit_law(target: Target, inputs, points=(), also=()):
 
 
 def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target, inputs, points=(), also=()):
-    """(student, teachers, target, inputs, points, Scales) at unit scale (exact rescaling; ``also``: see
-    ``unit_law``)."""
+    """(student, teachers, target, inputs, points, Scales, s_T) at unit scale (exact rescaling; s_T (n,): the
+    teachers' own scales, see ``unit_teachers``; ``also``: see ``unit_law``)."""
     student, s_u = unit_features(student)
-    teachers = unit_teachers(teachers)
+    teachers, s_t = unit_teachers(teachers)
     target, inputs, points, s_x, s_f = unit_law(target, inputs, points, also)
-    return student, teachers, target, inputs, points, Scales(s_u, s_x, s_f)
+    return student, teachers, target, inputs, points, Scales(s_u, s_x, s_f), s_t
 
 
 def rescale(result: W2SResult, scales: Scales, times) -> W2SResult:
@@ -550,8 +558,9 @@ def weak_to_strong(
             check_finite(np.asarray(label_values), "labels")
 
     others = tuple(x for x in (teacher_inputs, *test_laws) if x is not None)
-    student, batch, target, inputs, (points, held), scales = normalise(student, batch, target, inputs,
-                                                                        (points, held), also=others)
+    student, batch, target, inputs, (points, held), scales, s_t = normalise(student, batch, target, inputs,
+                                                                             (points, held), also=others)
+    teacher_time = teacher_times(teacher_time, s_t, scales.inputs)
     teacher_inputs = None if teacher_inputs is None else scale_law(teacher_inputs, scales.inputs)
     test_laws = tuple(scale_law(t, scales.inputs) for t in test_laws)
     if label_values is not None:

@@ -77,6 +77,8 @@ class StudyConfig:
     minority_test: float = 0.5
     correlations: tuple = (0.9, 0.0)
     spurious_scale: float = 2.0
+    chain_widths: tuple = ()
+    chain_times: tuple = ("best",)
 
     def __post_init__(self):
         for name, value in _validated_fields(self).items():
@@ -124,6 +126,21 @@ class StudyConfig:
     @property
     def own_data(self) -> bool:
         return bool(self.inputs_file)
+
+    @property
+    def chain(self) -> bool:
+        """A chain study: each unit's student (stage 1) labels stage 2, …, stage K (``w2sjax.chains``)."""
+        return bool(self.chain_widths)
+
+    @property
+    def stages(self) -> int:
+        """K: stages per chain (1 for an ordinary study)."""
+        return 1 + len(self.chain_widths)
+
+    def stage_times(self) -> tuple:
+        """The K − 1 label times (``chains.chain``'s ``stage_times``): "best" or a time (math.inf allowed)."""
+        times = self.chain_times
+        return tuple(times) * (self.stages - 1) if len(times) == 1 else tuple(times)
 
     @property
     def shift(self) -> bool:
@@ -184,6 +201,10 @@ CONFIG_KEYS = {
     "minority_test": "shift studies: minority fraction of the test law (default 0.5: groups balanced)",
     "correlations": "shift studies: [ρ_majority, ρ_minority], corr(x_core, x_spurious) in each group",
     "spurious_scale": "shift studies: standard deviation of the spurious coordinate x₂",
+    "chain_widths": "chain studies: widths of stages 2, …, K (the study's student is stage 1; the last may be "
+    "\"inf\"); each stage trains on the previous stage's function at its label time",
+    "chain_times": "chain studies: label time of each stage but the last: \"best\" (its own t*), a time, or "
+    "\"inf\" (least squares); one entry for every stage, or K − 1 entries (default [\"best\"])",
 }
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(StudyConfig)}
 
@@ -203,8 +224,9 @@ def _int_tuple(value, name, allow_empty=False, minimum=1) -> tuple:
     return tuple(out)
 
 
-def _widths(value, name) -> tuple:
-    """Student widths: positive integers or "inf" (math.inf)."""
+def _widths(value, name, stages: bool = False) -> tuple:
+    """Student widths: positive integers or "inf" (math.inf), each once, sorted. ``stages``: the widths of a
+    chain's stages instead, in order, repeats allowed, "inf" only last."""
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{name} must be a list of widths, e.g. [4096] or [\"inf\", 4096]; got {value!r}")
     out = []
@@ -217,6 +239,11 @@ def _widths(value, name) -> tuple:
             raise ValueError(f"{name} must hold integers >= 1 or \"inf\"; got {v!r}")
         else:
             out.append(int(v))
+    if stages:
+        if math.inf in out[:-1]:
+            raise ValueError(f"in {name} only the last stage may be \"inf\": an infinitely wide stage has no finite "
+                             "network to label the next one")
+        return tuple(out)
     if len(set(out)) != len(out):
         raise ValueError(f"{name} has repeated values; list each once")
     return tuple(sorted(out))
@@ -370,10 +397,45 @@ def _validated_fields(c: StudyConfig) -> dict:
         if math.inf in v["student_widths"] + v["student_widths_per_dim"]:
             raise ValueError("an infinitely wide student needs isotropic inputs; shift studies have two "
                              "anisotropic groups: give finite student_widths")
+    v["chain_widths"], v["chain_times"] = _chain_fields(c, v)
     if math.inf in v["student_widths"] + v["student_widths_per_dim"] and (v["samples"] > 0 or c.inputs_file) and c.student_data == "samples":
         raise ValueError("an infinitely wide student cannot be trained on finite samples: set student_data = "
                          "\"population\" or give finite student_widths")
     return v
+
+
+def _label_time(value, name) -> str | float:
+    if isinstance(value, str) and value.strip().lower() == "best":
+        return "best"
+    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+        raise ValueError(f"{name} holds \"best\", a time >= 0 or \"inf\"; got {value!r}")
+    return float(value)
+
+
+def _chain_fields(c: StudyConfig, v: dict) -> tuple:
+    """(chain_widths, chain_times) checked against the rest of the study (ValueError saying what to change)."""
+    widths = _widths(c.chain_widths, "chain_widths", stages=True) if c.chain_widths not in ((), []) else ()
+    if not isinstance(c.chain_times, (list, tuple)) or not c.chain_times:
+        raise ValueError(f"chain_times must be a non-empty list, e.g. [\"best\"]; got {c.chain_times!r}")
+    times = tuple(_label_time(t, "chain_times") for t in c.chain_times)
+    if not widths:
+        if times != ("best",):
+            raise ValueError("chain_times goes with chain_widths (the stages after the study's student)")
+        return widths, times
+    if len(times) not in (1, len(widths)):
+        raise ValueError(f"chain_times needs one entry or {len(widths)} (one per stage but the last); got {len(times)}")
+    if math.inf in v["student_widths"] + v["student_widths_per_dim"]:
+        raise ValueError("the study's student is the chain's first stage and labels the next: give finite "
+                         "student_widths (an infinitely wide stage may only be the last of chain_widths)")
+    if v["samples"] or c.inputs_file or v["minority_teacher"] or c.ridge:
+        raise ValueError("chains are population studies of plain students: drop samples, inputs_file, "
+                         "minority_teacher/minority_student and ridge")
+    if c.method == "infinite":
+        raise ValueError("method = \"infinite\" is the route of an infinitely wide stage only: use \"auto\" (an "
+                         "\"inf\" last stage takes it by itself)")
+    return widths, times
 
 
 def config_from_dict(data: dict, source: str = "config") -> StudyConfig:

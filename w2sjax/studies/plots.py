@@ -11,6 +11,9 @@
 - ``shift.png`` (shift studies): the W2S gain and the worst-group error over (η_u, η_ℓ).
 - ``samples.png`` (studies with one teacher width and several student widths, e.g. finite samples):
   L_ST(t)/L_TE per student width in one panel; ridge at μ = 1/t dashed when the study has ridge.
+- ``chain.png`` (chain studies): L_k*/L_TE and L_k*/L_TE² against the stage k (k = 0: the teacher), one line per
+  teacher width (seed mean, seed range as bars); one row per (d, M_ST of stage 1). In the other figures each
+  stage is a group of its own.
 
 An infinitely wide student (``student_width`` "inf" or float inf) is labelled M_ST = ∞ and drawn in its own
 style (black, dashed fit, star markers).
@@ -87,13 +90,18 @@ def _math_group(label: str) -> str:
             parts.append(rf"$M_{{ST}} = {value}$")
         elif name == "d":
             parts.append(rf"$d = {value}$")
+        elif name.startswith("stage") and value.endswith(")"):  # "stage 2 (M = 1024)"
+            width = value[:-1]
+            parts.append(f"{name} = ${width_text(width)}$)" if is_infinite_width(width) else part)
         else:
             parts.append(part)
     return ", ".join(parts)
 
 
 def _group_is_infinite(result, group: str) -> bool:
-    return any(is_infinite_width(r["student_width"]) for r in result.records if r["group"] == group)
+    """The group's model is infinitely wide (a chain stage: that stage's width)."""
+    return any(is_infinite_width(r.get("stage_width", r["student_width"])) for r in result.records
+               if r["group"] == group)
 
 
 def _power_label(p: float) -> str:
@@ -520,6 +528,9 @@ def save_figures(result, folder) -> list[str]:
     names.append("loss_ratio.png")
     save_png(plot_power_law(result), folder / "power_law.png")
     names.append("power_law.png")
+    if result.config.chain:
+        save_png(plot_chain(result), folder / "chain.png")
+        return names + ["chain.png"]
     dims = heatmap_dims(result)
     for d in dims:
         name = "heatmap.png" if len(dims) == 1 else f"heatmap_d{d}.png"
@@ -565,4 +576,60 @@ def plot_shift(result) -> Figure:
         bar.ax.ticklabel_format(style="plain")
     fig.suptitle(f"{result.config.name}: M_ST = {first['student_width']}, M_TE = {first['teacher_width']}, "
                  f"test law η = {result.config.minority_test:g}", fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Chains: the best error stage by stage
+# --------------------------------------------------------------------------------------------------
+
+
+def plot_chain(result) -> Figure:
+    """L_k*/L_TE and L_k*/L_TE² against the stage k (0: the teacher, where they are 1 and 1/L_TE), one line per
+    teacher width (mean over seeds, seed range as bars); one row per (d, M_ST of stage 1)."""
+    rows = list(dict.fromkeys((r["input_dim"], str(r["student_width"])) for r in result.records))
+    colors = _teacher_colors(result)
+    fig = _new_figure(9.0, 3.2 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), 2, squeeze=False, sharex=True)
+    widths = {}
+    for row, (dim, first) in enumerate(rows):
+        sel = [r for r in result.records if (r["input_dim"], str(r["student_width"])) == (dim, first)]
+        for col, power in enumerate((1, 2)):
+            ax = axes[row, col]
+            for m, color in colors.items():
+                by_stage = {}
+                for r in sel:
+                    if r["teacher_width"] == m and r["teacher_loss"] > 0:
+                        by_stage.setdefault(r["stage"], []).append(r["best_student_loss"] / r["teacher_loss"] ** power)
+                        widths[r["stage"]] = r["stage_width"]
+                if not by_stage:
+                    continue
+                teacher = [1.0 / r["teacher_loss"] ** (power - 1) for r in sel
+                           if r["teacher_width"] == m and r["stage"] == 1 and r["teacher_loss"] > 0]
+                stages = [0, *sorted(by_stage)]
+                values = [np.asarray(teacher)] + [np.asarray(by_stage[k]) for k in stages[1:]]
+                mean = np.array([v.mean() for v in values])
+                low = mean - np.array([v.min() for v in values])
+                high = np.array([v.max() for v in values]) - mean
+                ax.errorbar(stages, mean, yerr=[low, high], color=color, marker="o", ms=5, lw=1.4, capsize=2.5,
+                            label=rf"$M_{{TE}} = {m}$")
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_ylabel(r"$L_k^*\,/\,L_{TE}$" if power == 1 else r"$L_k^*\,/\,L_{TE}^2$")
+            ax.set_title(rf"$d = {dim}$, $M_1 = {width_text(first)}$", fontsize=10)
+            if power == 1:
+                ax.axhline(1.0, color="gray", ls=":", lw=1.0)
+    ticks = sorted(widths)
+    for ax in axes[-1]:
+        ax.set_xticks([0, *ticks], ["teacher"] + [f"{k}\n$M = {width_text(widths[k])}$" for k in ticks])
+    for ax in axes.flat:
+        low, high = ax.get_ylim()
+        label_log_axis(ax.yaxis, low, high, least=4)
+    fig.supxlabel("stage $k$ (each trained on the previous one's function at its label time)", fontsize=10)
+    handles = [Line2D([], [], color=c, marker="o", ms=5, lw=1.4) for c in colors.values()]
+    fig.legend(handles, [rf"$M_{{TE}} = {m}$" for m in colors], loc="outside right center", fontsize=8,
+               frameon=False)
+    seeds = len(result.config.seeds)
+    fig.suptitle(f"{result.config.name}: best error of each stage of the chain, against the teacher's\n"
+                 f"mean over {seeds} seed{'s' if seeds != 1 else ''} (bars: range over seeds)", fontsize=10)
     return fig

@@ -219,9 +219,7 @@ def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
     else:
         shape = jax.ShapeDtypeStruct((int(unit.student_width), unit.input_dim), config.dtype)
         student = RandomFeatures(shape, jnp.asarray(unit.student_width, config.dtype), config.activation)
-    batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
-                                     config.activation) for m in unit.teacher_widths])
-    functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+    functions = _placeholder_labels(config, unit, [int(m) for m in unit.teacher_widths])
     if unit.minorities is not None:
         laws, target = shift_problem(config, unit)
         return Objective(student, (functions,), target, Law(laws.student), Law(laws.test))
@@ -234,26 +232,66 @@ def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
     return Objective(student, (functions,), target, Law(inputs))
 
 
+def _placeholder_labels(config: StudyConfig, unit: RunUnit, widths: list) -> object:
+    """Zero network functions of the given widths (one label set each): the shapes of a unit's labels."""
+    batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
+                                     config.activation) for m in widths])
+    return teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+
+
+def stage_objectives(config: StudyConfig, unit: RunUnit) -> list[Objective]:
+    """The objectives of stages 2, …, K of a chain unit, with placeholder labels of the previous stage's width
+    (one label set per teacher) and students of weight shapes only: the sizes the planner needs."""
+    inputs = build_inputs(config, unit.input_dim)
+    target = build_target(config, unit.input_dim, inputs)
+    n = len(unit.teacher_widths)
+    objectives, previous = [], int(unit.student_width)
+    for width in config.chain_widths:
+        if math.isinf(width):
+            from w2sjax.features import infinite_features
+
+            student = infinite_features(unit.input_dim, config.activation, config.dtype)
+        else:
+            shape = jax.ShapeDtypeStruct((int(width), unit.input_dim), config.dtype)
+            student = RandomFeatures(shape, jnp.asarray(width, config.dtype), config.activation)
+        labels = _placeholder_labels(config, unit, [previous] * n)
+        objectives.append(Objective(student, (labels,), target, Law(inputs)))
+        previous = width
+    return objectives
+
+
+def _stage_method(config: StudyConfig, width) -> str:
+    """The route a chain stage asks for: the study's, "auto" for an infinitely wide stage (``chains``)."""
+    return "auto" if math.isinf(width) else config.method
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyPlan:
-    """The planned route of every unit (``engine.Plan``) and the predicted seconds in all."""
+    """The planned route of every unit (``engine.Plan``), of the later stages of chain units, and the predicted
+    seconds in all."""
 
     units: tuple
     plans: tuple
     seconds: float
     narrow: tuple = ()  # (M_ST, teacher widths ≥ M_ST) of the units whose student is not wider than a teacher
+    stage_plans: tuple = ()  # per unit, the plans of stages 2, …, K of a chain (empty otherwise)
 
     def describe(self) -> str:
         routes = {}
-        for unit, plan in zip(self.units, self.plans):
-            key = plan.method + (f"/{plan.operator}" if plan.operator else "")
-            routes.setdefault(unit.width_label, set()).add(key)
-        parts = [f"M_ST={w}: {', '.join(sorted(r))}" for w, r in routes.items()]
+        for i, (unit, plan) in enumerate(zip(self.units, self.plans)):
+            routes.setdefault(f"M_ST={unit.width_label}", set()).add(_route_key(plan))
+            for k, stage in enumerate(self.stage_plans[i] if self.stage_plans else (), start=2):
+                routes.setdefault(f"stage {k}", set()).add(_route_key(stage))
+        parts = [f"{w}: {', '.join(sorted(r))}" for w, r in routes.items()]
         line = f"{len(self.units)} run units ({'; '.join(parts)}); estimate {_duration(self.seconds)} of computing"
         for m_st, widths in self.narrow:
             line += (f"\nnote: M_ST = {m_st} is not wider than M_TE = {', '.join(map(str, widths))}: those students "
                      "can at best about match their teachers (PGR undefined where L_ceil ≥ L_TE)")
         return line
+
+
+def _route_key(plan) -> str:
+    return plan.method + (f"/{plan.operator}" if plan.operator else "")
 
 
 MAX_UNITS = 100_000
@@ -271,14 +309,14 @@ def check_study_size(config: StudyConfig, memory_bytes: int | None = None) -> No
     if units > MAX_UNITS:
         raise ValueError(f"the study has {units:,} run units (widths × seeds × problems), more than {MAX_UNITS:,}; "
                          "use fewer seeds or widths")
-    records = sum(len(config.student_widths_for(p.input_dim)) * len(p.teacher_widths) for p in problems)
+    records = sum(len(config.student_widths_for(p.input_dim)) * len(p.teacher_widths) for p in problems) * config.stages
     curve_bytes = records * len(config.seeds) * config.num_times * 8
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # the curves are kept in host memory
     if curve_bytes > CURVE_MEMORY_FRACTION * host:
         raise ValueError(f"the curves of every run ({records * len(config.seeds):,} runs × {config.num_times:,} times) "
                          f"need {curve_bytes / 2**30:.3g} GiB; use fewer times, seeds or widths")
     for p in problems:  # weights are drawn in float64 whatever the precision
-        widest = max(config.student_widths_for(p.input_dim))
+        widest = max((*config.student_widths_for(p.input_dim), *config.chain_widths))
         check_model_sizes(widest, p.teacher_widths, p.input_dim, 8, memory_bytes=memory)
 
 
@@ -286,20 +324,33 @@ def plan_study(config: StudyConfig, units=None, memory_bytes: int | None = None)
     """Plan every unit's route before anything runs; ValueError naming the unit and the sizes that would fit."""
     check_study_size(config, memory_bytes)
     units = run_units(config) if units is None else units
-    plans = []
+    plans, stage_plans = [], []
     for unit in units:
         try:
             plans.append(plan_route(unit_objective(config, unit), config.num_times, method=config.method,
                                     memory_bytes=memory_bytes))
         except ValueError as err:
             raise ValueError(f"run unit d={unit.input_dim}, M_ST={unit.width_label}: {err}") from None
-    seconds = sum(p.seconds.get(p.method + (f"/{p.operator}" if p.operator else ""), 0.0) for p in plans)
+        if config.chain:
+            stages = []
+            for k, (objective, width) in enumerate(zip(stage_objectives(config, unit), config.chain_widths), start=2):
+                try:
+                    stages.append(plan_route(objective, config.num_times, method=_stage_method(config, width),
+                                             memory_bytes=memory_bytes))
+                except ValueError as err:
+                    raise ValueError(f"run unit d={unit.input_dim}, M_ST={unit.width_label}, chain stage {k}: "
+                                     f"{err}") from None
+            stage_plans.append(tuple(stages))
+    every = plans + [p for stages in stage_plans for p in stages]
+    seconds = sum(p.seconds.get(_route_key(p), 0.0) for p in every)
     narrow = {}
     for unit in units:
-        wide = tuple(sorted(m for m in unit.teacher_widths if m >= unit.student_width))
-        if wide:
-            narrow[unit.width_label] = tuple(sorted(set(narrow.get(unit.width_label, ())) | set(wide)))
-    return StudyPlan(tuple(units), tuple(plans), seconds, tuple(narrow.items()))
+        for width in (unit.student_width, *config.chain_widths):
+            label = INFINITE if math.isinf(width) else str(int(width))
+            wide = tuple(sorted(m for m in unit.teacher_widths if m >= width))
+            if wide:
+                narrow[label] = tuple(sorted(set(narrow.get(label, ())) | set(wide)))
+    return StudyPlan(tuple(units), tuple(plans), seconds, tuple(narrow.items()), tuple(stage_plans))
 
 
 @contextlib.contextmanager
@@ -311,8 +362,13 @@ def quiet_narrow():
 
 
 def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
-    """Run one unit: its records (one per teacher width), curves and seconds, JSON-ready."""
+    """Run one unit: its records (one per teacher width, and per stage of a chain), curves and seconds,
+    JSON-ready."""
     clock = time.perf_counter()
+    if config.chain:
+        records, curves, routes = _chain_records(config, unit)
+        return {"key": unit.key, "signature": unit.signature, "records": records, "curves": curves,
+                "route": routes, "seconds": time.perf_counter() - clock}
     inputs = build_inputs(config, unit.input_dim)
     target = build_target(config, unit.input_dim, inputs)
     student = build_student(config, unit.input_dim, unit.student_width, unit.seed)
@@ -327,6 +383,7 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
     elif config.finite_samples:
         options = dict(samples=config.samples, sample_seed=unit.seed, teacher_data=config.teacher_data,
                        student_data=config.student_data)
+    samples = int(options["samples"].shape[0]) if config.own_data else config.samples
     group_losses = None
     if unit.minorities is not None:  # scored on (P_test, group 0, group 1); t* chosen on P_test
         from w2sjax.scoring import law_result, losses_at
@@ -345,18 +402,9 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
                                     rcond=config.rcond, teacher_time=config.teacher_time, **options)
         result = jax.device_get(result)
     records, curves, ridge_curves = [], [], []
-    route = result.route.method + (f"/{result.route.operator}" if result.route.operator else "")
     for k, width in enumerate(unit.teacher_widths):
         r = result.select(k)
-        record = {
-            "input_dim": unit.input_dim, "student_width": unit.width_label if math.isinf(unit.student_width)
-            else int(unit.student_width), "teacher_width": width, "seed": unit.seed,
-            "samples": int(options["samples"].shape[0]) if config.own_data else config.samples,
-            **{name: float(getattr(r, name)) for name in RECORD_FLOATS[:7]},
-            "best_time_location": LOCATIONS[int(r.best_time_location)],
-            "route": route, "blocks": result.route.blocks,
-            "error_estimate": {name: float(v) for name, v in dataclasses.asdict(r.error).items()},
-        }
+        record = _record(unit, width, r, result.route, samples)
         if group_losses is not None:
             record.update(minority_teacher=unit.minorities[0], minority_student=unit.minorities[1],
                           gain=float(r.teacher_loss - r.best_student_loss),
@@ -379,6 +427,61 @@ def compute_unit(config: StudyConfig, unit: RunUnit) -> dict:
     return data
 
 
+def _record(unit: RunUnit, teacher_width: int, r, route, samples: int = 0) -> dict:
+    """The figures of merit of one teacher's result ``r`` (a W2SResult of one teacher) in a unit."""
+    return {
+        "input_dim": unit.input_dim, "student_width": unit.width_label if math.isinf(unit.student_width)
+        else int(unit.student_width), "teacher_width": teacher_width, "seed": unit.seed, "samples": samples,
+        **{name: float(getattr(r, name)) for name in RECORD_FLOATS[:7]},
+        "best_time_location": LOCATIONS[int(r.best_time_location)],
+        "route": route.method + (f"/{route.operator}" if route.operator else ""), "blocks": route.blocks,
+        "error_estimate": {name: float(v) for name, v in dataclasses.asdict(r.error).items()},
+    }
+
+
+def chain_students(config: StudyConfig, unit: RunUnit) -> list:
+    """Stages 2, …, K of a unit's chain (``chains.chain_stage_weights`` of the unit's seed), the last
+    infinitely wide where chain_widths ends with "inf"."""
+    from w2sjax.chains import chain_stage_weights
+    from w2sjax.features import infinite_features
+
+    stages = []
+    for k, width in enumerate(config.chain_widths, start=2):
+        if math.isinf(width):
+            stages.append(infinite_features(unit.input_dim, config.activation, config.dtype))
+        else:
+            weights = chain_stage_weights(unit.seed, k, int(width), unit.input_dim, config.activation)
+            stages.append(RandomFeatures(weights.astype(config.dtype), jnp.asarray(width, config.dtype),
+                                         config.activation))
+    return stages
+
+
+def _chain_records(config: StudyConfig, unit: RunUnit) -> tuple[list, list, list]:
+    """A chain unit: the unit's student is stage 1, ``chain_students`` the rest. Returns the records and curves,
+    one per (stage, teacher) in that order, each with its stage, its width and the time τ_k at which it labels
+    the next, and each stage's route."""
+    from w2sjax.chains import chain
+
+    inputs = build_inputs(config, unit.input_dim)
+    target = build_target(config, unit.input_dim, inputs)
+    stages = [build_student(config, unit.input_dim, unit.student_width, unit.seed), *chain_students(config, unit)]
+    teachers = build_teachers(config, unit.input_dim, unit.teacher_widths, unit.seed)
+    result = jax.device_get(chain(stages, teachers, target, inputs, config.time_grid(),
+                                  stage_times=list(config.stage_times()), method=config.method, rcond=config.rcond,
+                                  teacher_time=config.teacher_time))
+    widths = (unit.student_width, *config.chain_widths)
+    records, curves = [], []
+    for k, (stage, width) in enumerate(zip(result, widths), start=1):
+        for i, m_te in enumerate(unit.teacher_widths):
+            r = stage.select(i)
+            record = _record(unit, m_te, r, stage.route)
+            record.update(stage=k, stage_width=INFINITE if math.isinf(width) else int(width),
+                          label_time=float(result.label_times[k - 1, i]) if k < len(widths) else None)
+            records.append(json_safe(record))
+            curves.append(json_safe(np.asarray(r.student_loss).tolist()))
+    return records, curves, [stage.route.to_dict() for stage in result]
+
+
 def _numbers(values) -> bool:
     """Every value reads back as a float (``json_safe``'s numbers, null, "inf", "-inf")."""
     try:
@@ -391,7 +494,7 @@ def _numbers(values) -> bool:
     return True
 
 
-def _load_unit(path: Path, unit: RunUnit, num_times: int | None = None) -> dict | None:
+def _load_unit(path: Path, unit: RunUnit, num_times: int | None = None, stages: int = 1) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -399,9 +502,11 @@ def _load_unit(path: Path, unit: RunUnit, num_times: int | None = None) -> dict 
     if not isinstance(data, dict) or data.get("signature") != unit.signature:
         return None
     records, curves = data.get("records"), data.get("curves")
-    if not isinstance(records, list) or not isinstance(curves, list) or len(records) != len(unit.teacher_widths):
+    if not isinstance(records, list) or not isinstance(curves, list) or len(records) != len(unit.teacher_widths) * stages:
         return None
     needed = set(RECORD_FLOATS[:7]) | {"input_dim", "student_width", "teacher_width", "seed"}
+    if stages > 1:
+        needed |= {"stage", "stage_width", "label_time"}
     if not all(isinstance(r, dict) and needed <= set(r) for r in records) or "seconds" not in data:
         return None  # a damaged or foreign file is recomputed, never trusted
     if not all(_numbers(r[k] for k in RECORD_FLOATS[:7]) for r in records) or len(curves) != len(records):
@@ -548,7 +653,12 @@ class StudyResult:
 
 
 def group_label(config: StudyConfig, record: dict) -> str:
-    """Runs fitted together: same d and M_ST; with d tied to M_TE, same student rule M_ST = k·d."""
+    """Runs fitted together: same d and M_ST; with d tied to M_TE, same student rule M_ST = k·d; in a chain,
+    also the same stage."""
+    if "stage" in record:
+        plain = group_label(config, {k: v for k, v in record.items() if k != "stage"})
+        k = record["stage"]
+        return f"{plain}, stage {k}" + (f" (M = {record['stage_width']})" if k > 1 else "")
     width = record["student_width"]
     if "minority_teacher" in record:
         return (f"d = {record['input_dim']}, M_ST = {width}, η_ℓ = {record['minority_teacher']:g}, "
@@ -561,6 +671,8 @@ def group_label(config: StudyConfig, record: dict) -> str:
 
 
 def run_name(record: dict) -> str:
+    if "stage" in record:
+        return run_name({k: v for k, v in record.items() if k != "stage"}) + f"_stage{record['stage']}"
     if "minority_teacher" in record:
         return (f"d{record['input_dim']}_eta{record['minority_teacher']:g}-{record['minority_student']:g}_mst"
                 f"{record['student_width']}_mte{record['teacher_width']}_seed{record['seed']}")
@@ -603,7 +715,8 @@ def run_study(config: StudyConfig, out=None, *, fresh: bool = False, progress: b
         clear_runs(folder)
     done, todo = {}, []
     for unit in units:
-        data = _load_unit(folder / RUNS_FOLDER / f"{unit.key}.json", unit, config.num_times) if folder is not None else None
+        data = (_load_unit(folder / RUNS_FOLDER / f"{unit.key}.json", unit, config.num_times, config.stages)
+                if folder is not None else None)
         if data is None:
             todo.append(unit)
         else:
@@ -649,7 +762,8 @@ def _aggregate(config, units, done, todo, reused, folder, plots, clock) -> Study
         else:
             seconds_before += float(data["seconds"])
         for rec, curve in zip(data["records"], data["curves"]):
-            rec = {k: (from_json_float(v) if k in RECORD_FLOATS else v) for k, v in rec.items()}
+            rec = {k: (from_json_float(v) if k in RECORD_FLOATS or (k == "label_time" and v is not None) else v)
+                   for k, v in rec.items()}
             rec["run"] = run_name(rec)
             rec["group"] = group_label(config, rec)
             records.append(rec)
@@ -675,14 +789,26 @@ def _aggregate(config, units, done, todo, reused, folder, plots, clock) -> Study
 
 CURVE_COLUMNS = ("run", "input_dim", "student_width", "teacher_width", "seed", "time", "student_loss",
                  "teacher_loss", "loss_ratio")
+STAGE_COLUMNS = ("stage", "stage_width")
+"""A chain study's curves.csv has these two columns after ``seed`` (its student_width is stage 1's)."""
+
+
+def curve_columns(config: StudyConfig) -> tuple:
+    """The columns of a study's curves.csv."""
+    if not config.chain:
+        return CURVE_COLUMNS
+    at = CURVE_COLUMNS.index("seed") + 1
+    return CURVE_COLUMNS[:at] + STAGE_COLUMNS + CURVE_COLUMNS[at:]
 
 
 def curves_csv(result: StudyResult) -> str:
     """CSV text in long format, one row per (run, time): the layout of every command's curves.csv."""
     buf = io.StringIO()
-    buf.write(",".join(CURVE_COLUMNS) + "\n")
+    buf.write(",".join(curve_columns(result.config)) + "\n")
     for rec, curve in zip(result.records, result.curves):
         head = f"{rec['run']},{rec['input_dim']},{rec['student_width']},{rec['teacher_width']},{rec['seed']}"
+        if "stage" in rec:
+            head += f",{rec['stage']},{rec['stage_width']}"
         lte = rec["teacher_loss"]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.asarray(curve) / lte  # an exact teacher (L_TE = 0) gives inf
@@ -734,6 +860,11 @@ def summary_rows(result: StudyResult) -> list[dict]:
             "pgr": float(np.mean(pgr)) if np.all(np.isfinite(pgr)) else math.nan,
             "route": ", ".join(sorted({r["route"] for r in sel})),
         })
+        if "stage" in sel[0]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                quadratic = [r["best_student_loss"] / r["teacher_loss"] ** 2 for r in sel]
+            rows[-1].update(stage=sel[0]["stage"], stage_width=sel[0]["stage_width"],
+                            quadratic_ratio=float(np.mean(quadratic)))
         if "minority_teacher" in sel[0]:
             rows[-1].update({k: sel[0][k] for k in ("minority_teacher", "minority_student")})
             rows[-1].update({k: float(np.mean([r[k] for r in sel]))
@@ -764,17 +895,23 @@ def summary_table(result: StudyResult) -> str:
         if result.runs_reused:
             now += f"; reused {result.runs_reused} from earlier runs (they took {_duration(result.seconds_reused)})"
         return shift_table(result) + f"\ntime: {now}; wall {_duration(result.wall_seconds)}"
-    head = (f"{'d':>6} {'M_ST':>7} {'M_TE':>6} {'seeds':>5} {'L_TE':>10} {'L_ST*':>10} "
+    chain = result.config.chain
+    stage_head = f" {'stage: M':>11} {'L_ST*/L_TE²':>11}" if chain else ""
+    head = (f"{'d':>6} {'M_ST':>7}{stage_head} {'M_TE':>6} {'seeds':>5} {'L_TE':>10} {'L_ST*':>10} "
             f"{'L_ST*/L_TE (± sd)':>19} {'t* (median)':>12} {'PGR':>7}  route")
     lines = [head, "-" * len(head)]
     for r in summary_rows(result):
         spread = "" if math.isnan(r["ratio_sd"]) else f" ± {r['ratio_sd']:.3f}"
         pgr = "    n/a" if math.isnan(r["pgr"]) else f"{r['pgr']:>7.3f}"
+        stage = f" {str(r['stage']) + ': ' + str(r['stage_width']):>11} {r['quadratic_ratio']:>11.4g}" if chain else ""
         lines.append(
-            f"{r['input_dim']:>6} {str(r['student_width']):>7} {r['teacher_width']:>6} {r['seeds']:>5} "
+            f"{r['input_dim']:>6} {str(r['student_width']):>7}{stage} {r['teacher_width']:>6} {r['seeds']:>5} "
             f"{r['teacher_loss']:>10.4g} {r['best_student_loss']:>10.4g} {r['ratio']:>9.4f}{spread:<10} "
             f"{r['best_time']:>12.4g} {pgr}  {r['route']}"
         )
+    if chain:
+        lines.append("stage k trains on stage k − 1's function at its label time (stage 1 on the teacher's); every "
+                     "stage is scored against f* and compared with the teacher's L_TE")
     if any(math.isnan(r["pgr"]) for r in summary_rows(result)):
         lines.append("PGR n/a: the student cannot beat its teacher even on true labels (L_ceil >= L_TE)")
     for fit in result.fits:
