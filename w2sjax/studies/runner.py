@@ -219,9 +219,13 @@ def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
     else:
         shape = jax.ShapeDtypeStruct((int(unit.student_width), unit.input_dim), config.dtype)
         student = RandomFeatures(shape, jnp.asarray(unit.student_width, config.dtype), config.activation)
-    batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
-                                     config.activation) for m in unit.teacher_widths])
-    functions = teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+
+    def placeholder_teachers():
+        batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
+                                         config.activation) for m in unit.teacher_widths])
+        return teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+
+    functions = jax.eval_shape(placeholder_teachers)  # shapes only: nothing is compiled or computed
     if unit.minorities is not None:
         laws, target = shift_problem(config, unit)
         return Objective(student, (functions,), target, Law(laws.student), Law(laws.test))
