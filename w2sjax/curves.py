@@ -16,6 +16,7 @@ All functions are pure and jit-able; a problem's leading axes (label sets, e.g. 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -500,6 +501,20 @@ def summarize_compiled(problem, times, teacher_loss=None, ceiling=None, loss_err
     so that it never forces a recompilation."""
     result = _summarize_arrays(problem, times, teacher_loss, ceiling, loss_error, losses)
     return dataclasses.replace(result, route=route)
+
+
+def route_free(fn, static_argnames=()):
+    """``fn(result, *args, **kwargs) -> W2SResult`` jitted, with the result's route (static: text and block
+    counts) taken off before the call and put back after, so that one compiled program per shape serves every
+    route."""
+    compiled = jax.jit(fn, static_argnames=static_argnames)
+
+    @functools.wraps(fn)
+    def call(result: W2SResult, *args, **kwargs) -> W2SResult:
+        out = compiled(dataclasses.replace(result, route=RouteInfo("eigh")), *args, **kwargs)
+        return dataclasses.replace(out, route=result.route)
+
+    return call
 
 
 def time_error(problem: SpectralProblem, best_times, loss_error) -> jax.Array:

@@ -438,6 +438,7 @@ def _allowed(result, loss_tol: float, time_rtol: float, float32: bool) -> dict:
     return {**{k: np.maximum(loss_tol, e[k]) for k in LOSSES}, "best_time": max(time_rtol, float(np.max(e["best_time"])))}
 
 
+@partial(jax.jit, static_argnames=("float32",))
 def _krylov_errors(result, converge: dict, time_change: float, float32: bool) -> ErrorEstimate:
     """Estimates of a Krylov result (its route not yet attached): each loss's convergence error ``converge``
     plus the rounding level; t* by the shift the loss error implies (``time_error``) or its last change,
@@ -504,10 +505,10 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
         if steps >= state.capacity:
             state = krylov.krylov_grow(state, min(2 * state.capacity, max_blocks))
         stop = min(steps + check_every, state.capacity, max_blocks)
-        state = krylov.krylov_advance(state, jnp.int32(steps), jnp.int32(stop))
+        state = krylov.krylov_advance(state, np.int32(steps), np.int32(stop))
         watch.lap("blocks", state)
         steps = stop
-        decomposition, dimension, next_norm = krylov.krylov_decomposition(state, jnp.int32(steps), rcond)
+        decomposition, dimension, next_norm = krylov.krylov_decomposition(state, np.int32(steps), rcond)
         result = summarize_compiled(decomposition.problem, times)
         current = {k: to_host(getattr(result, k)) for k in LOSSES + ("best_time",)}
         exhausted = float(to_host(next_norm)) == 0.0 or int(to_host(dimension)) >= m
@@ -523,7 +524,7 @@ def _solve_krylov(objective, times, plan, *, rcond, tol, time_rtol, max_blocks, 
             converged = True
             break
     if with_basis:
-        decomposition, _, _ = krylov.krylov_decomposition(state, jnp.int32(steps), rcond, with_basis=True)
+        decomposition, _, _ = krylov.krylov_decomposition(state, np.int32(steps), rcond, with_basis=True)
     estimate = 0.0 if exhausted else estimate
     time_estimate = 0.0 if exhausted else time_change
     how = (

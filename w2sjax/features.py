@@ -71,20 +71,51 @@ def random_features(weights, activation: str = "relu", dtype=None) -> RandomFeat
     return RandomFeatures(jnp.asarray(w, dtype), jnp.asarray(w.shape[0], dtype), activation)
 
 
+DRAW_ROWS = 256
+"""Weights are drawn in max(DRAW_ROWS, 2^k) rows and cut to the width (``draw_rows``): with JAX's partitionable
+threefry (the default) the first rows of a draw are a draw of that width (the same normals), so one compiled
+sampler serves every width up to the same power of two (fig2: teachers 16…256 share one), and any width is the
+prefix of a wider draw of the same key."""
+
+
+def draw_rows(width: int) -> int:
+    """Rows actually drawn for ``width`` rows: the next power of two, at least DRAW_ROWS (the width itself where
+    threefry is not partitionable: its draws are not nested)."""
+    if not jax.config.jax_threefry_partitionable:
+        return width
+    return max(DRAW_ROWS, 1 << (width - 1).bit_length())
+
+
 def sample_weights(key: jax.Array, width: int, dim: int, activation: str, dtype=None) -> jax.Array:
     """Weights by the default law: ReLU rows uniform on the unit sphere; linear entries N(0, 1/d)."""
     check_choice(activation, ACTIVATIONS, "activation")
-    check_positive_int(width, "width")
-    check_positive_int(dim, "dim")
-    return _sample_weights(key, int(width), int(dim), activation, jnp.dtype(dtype or default_float()))
+    width, dim = check_positive_int(width, "width"), check_positive_int(dim, "dim")
+    drawn = _sample_weights(key, draw_rows(width), dim, activation, jnp.dtype(dtype or default_float()))
+    return _first_rows(drawn, width)
+
+
+def _first_rows(drawn: jax.Array, width: int) -> jax.Array:
+    """The first ``width`` rows of a draw, cut on the host (no compiled program per width)."""
+    return drawn if drawn.shape[0] == width else jax.device_put(np.asarray(drawn)[:width])
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _sample_weights(key, width, dim, activation, dtype):
-    z = jax.random.normal(key, (width, dim), dtype)
+def _sample_weights(key, rows, dim, activation, dtype):
+    """(rows, d) weights of the default law from ``key``."""
+    z = jax.random.normal(key, (rows, dim), dtype)
     if activation == "relu":
         return z / jnp.linalg.norm(z, axis=-1, keepdims=True)
     return z / math.sqrt(dim)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _seeded_weights(seed, folds, rows, dim, activation):
+    """``_sample_weights`` (float64) from fold_in(…fold_in(key(seed), folds[0])…, folds[-1]), the key derived in
+    the same compiled program."""
+    key = jax.random.key(seed)
+    for fold in folds:
+        key = jax.random.fold_in(key, fold)
+    return _sample_weights(key, rows, dim, activation, jnp.dtype(jnp.float64))
 
 
 def feature_gram(fa: RandomFeatures, fb: RandomFeatures, inputs) -> jax.Array:
@@ -134,15 +165,20 @@ def student_weights(seed: int, width: int, dim: int, activation: str) -> jax.Arr
     """The (width, d) weights of student seed ``seed``, from ``fold_in(key(seed), 0)``: a narrower student is a
     prefix of a wider one (students are nested). Drawn in float64 whatever the precision, so float32 and
     float64 runs share weights."""
-    key = jax.random.fold_in(jax.random.key(check_seed(seed)), STUDENT_STREAM)
-    return sample_weights(key, width, dim, activation, jnp.float64)
+    return _nested_weights(check_seed(seed), (STUDENT_STREAM,), width, dim, activation)
 
 
 def teacher_weights(seed: int, width: int, dim: int, activation: str) -> jax.Array:
     """The (width, d) weights of teacher seed ``seed`` at this width, from ``fold_in(fold_in(key(seed), 1), width)``."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(check_seed(seed)), TEACHER_STREAM),
-                             check_positive_int(width, "width"))
-    return sample_weights(key, width, dim, activation, jnp.float64)
+    width = check_positive_int(width, "width")
+    return _nested_weights(check_seed(seed), (TEACHER_STREAM, width), width, dim, activation)
+
+
+def _nested_weights(seed: int, folds: tuple, width: int, dim: int, activation: str) -> jax.Array:
+    """``sample_weights`` (float64) from the key fold_in(…fold_in(key(seed), folds[0])…, folds[-1])."""
+    check_choice(activation, ACTIVATIONS, "activation")
+    width, dim = check_positive_int(width, "width"), check_positive_int(dim, "dim")
+    return _first_rows(_seeded_weights(seed, folds, draw_rows(width), dim, activation), width)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -46,19 +46,20 @@ def _how(truncation, linear: bool) -> tuple:
 
 @jax.jit
 def _errors(problem, truncation, best_times, t_max):
-    """(ErrorEstimate, δ(t_max)): tail bound at the last time (curve) and at t* (L*), rounding elsewhere."""
+    """(ErrorEstimate, δ(t_max), s* = ‖a*‖² + R per label set): tail bound at the last time (curve) and at t*
+    (L*), rounding elsewhere."""
     rounding = rounding_estimate(problem)
     at_end = truncation_bound(truncation, t_max)
     at_best = jnp.where((best_times > 0) & jnp.isfinite(best_times), best_times, jnp.inf)
     best_error = truncation_bound(truncation, at_best) + rounding
     error = ErrorEstimate(at_end + rounding, best_error, time_error(problem, best_times, best_error), rounding, rounding)
-    return error, at_end
+    return error, at_end, jnp.sum(problem.target_coef**2, axis=-1) + problem.residual
 
 
 def solve_infinite(objective, times: jax.Array, *, reason: str = "requested", tol: float = DEFAULT_TOL):
     """(W2SResult batched over the label sets, Decomposition, Truncation) of an infinitely wide student."""
     times = jnp.asarray(times)
-    t_max = float(times[-1])
+    t_max = float(np.asarray(times)[-1])
     cover = t_max
     linear = objective.features.activation == "linear"
     for _ in range(2):
@@ -72,8 +73,8 @@ def solve_infinite(objective, times: jax.Array, *, reason: str = "requested", to
         if linear or needed <= cover:
             break
         cover = 2 * needed
-    error, curve_truncation = _errors(problem, truncation, result.best_time, t_max)
-    scale = float(np.max(np.asarray(jnp.sum(problem.target_coef**2, axis=-1) + problem.residual)))
+    error, curve_truncation, energy = _errors(problem, truncation, result.best_time, t_max)
+    scale = float(np.max(np.asarray(energy)))
     converged = bool(np.all(np.asarray(curve_truncation) <= tol * max(scale, 1e-300)))
     if not converged:
         warnings.warn(

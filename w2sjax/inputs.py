@@ -106,7 +106,7 @@ def gaussian_inputs(dim: int, variances=None, dtype=None, covariance=None) -> In
             raise ValueError("covariance must be positive definite (all eigenvalues > 0)")
         return InputDistribution(jnp.asarray(cov, dtype), "gaussian")
     if variances is None:
-        return InputDistribution(jnp.ones((dim,), dtype), "gaussian")
+        return InputDistribution(jax.device_put(np.ones(dim, dtype)), "gaussian")
     var = check_real(variances, "input variances")
     if var.shape != (dim,):
         raise ValueError(f"input variances must have shape ({dim},); got {var.shape}")
@@ -119,7 +119,7 @@ def gaussian_inputs(dim: int, variances=None, dtype=None, covariance=None) -> In
 def sphere_inputs(dim: int, dtype=None) -> InputDistribution:
     """x uniform on the sphere of radius √d."""
     check_positive_int(dim, "dim")
-    return InputDistribution(jnp.ones((dim,), dtype or default_float()), "sphere")
+    return InputDistribution(jax.device_put(np.ones(dim, dtype or default_float())), "sphere")
 
 
 def make_inputs(kind: str, dim: int, variances=None, dtype=None) -> InputDistribution:

@@ -110,11 +110,6 @@ def batch_targets(targets) -> Target:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *targets)
 
 
-def unbatched(target: Target) -> Target:
-    """The first member of a batch of targets."""
-    return jax.tree_util.tree_map(lambda x: x[0], target)
-
-
 def batch_size(batch: Target) -> int:
     return int(jax.tree_util.tree_leaves(batch)[0].shape[0])
 
@@ -298,8 +293,8 @@ def check_objective(objective: Objective) -> None:
         check_features(objective.features, law, "features")
         check_target_inputs(objective.target, law)
         if objective.labels is not None and isinstance(train, Law):
-            for batch in objective.labels:
-                check_target_inputs(unbatched(batch), train.inputs)
+            for batch in objective.labels:  # a batch is checked whole: same dimension, every member finite
+                check_target_inputs(batch, train.inputs)
     for source, name in ((train, "training points"), (evaluation, "evaluation points")):
         if isinstance(source, Samples):
             if source.points.ndim != 2 or source.points.shape[1] != d:

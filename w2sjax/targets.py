@@ -243,7 +243,7 @@ def target_units(target: Target) -> list:
     units = []
     for term in target_terms(target):
         if isinstance(term, LinearTarget):
-            units.append(("linear", 1, term.beta[..., None, :], jnp.ones(term.beta.shape[:-1] + (1,), term.beta.dtype)))
+            units.append(("linear", 1, term.beta[..., None, :], np.ones(term.beta.shape[:-1] + (1,), term.beta.dtype)))
         elif isinstance(term, HermiteTarget):
             units.append(("hermite", term.degree, term.beta[..., None, :], term.scale[..., None]))
         else:

@@ -23,7 +23,8 @@ import numpy as np
 
 from w2sjax._checks import check_finite, is_traced
 from w2sjax.autodiff import teacher_solution
-from w2sjax.curves import W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response, summarize_compiled
+from w2sjax.curves import (W2SResult, checked_grid, flow_response, gain_ratio, loss_from_response, route_free,
+                           summarize_compiled)
 from w2sjax.engine import solve_objective
 from w2sjax.features import InfiniteFeatures, RandomFeatures, check_features, model_function
 from w2sjax.inputs import components, input_dim
@@ -69,9 +70,10 @@ def as_batch(features) -> RandomFeatures:
     if len(acts) != 1:
         raise ValueError(f"all teachers must share one activation; got {sorted(acts)}")
     m = max(t.rows for t in models)
-    weights = jnp.stack([jnp.pad(t.weights, ((0, m - t.rows), (0, 0))) for t in models])
-    widths = jnp.stack([jnp.asarray(t.width, weights.dtype) for t in models])
-    return RandomFeatures(weights, widths, acts.pop())
+    xp = jnp if is_traced(models) else np  # concrete models: padded and stacked on the host
+    weights = xp.stack([xp.pad(t.weights, ((0, m - t.rows), (0, 0))) for t in models])
+    widths = xp.stack([xp.asarray(t.width, weights.dtype) for t in models])
+    return RandomFeatures(*jax.device_put((weights, widths)), acts.pop())
 
 
 def one_label(target: Target) -> Target:
@@ -106,11 +108,13 @@ def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=Non
         loss = loss_from_response(problem, rho)[0]
         return weights_at(decomposition, time)[0], loss
 
-    times = jnp.broadcast_to(jnp.asarray(time, teachers.weights.dtype), teachers.width.shape)
+    xp = jnp if isinstance(time, jax.core.Tracer) else np  # concrete times: no compiled program
+    times = xp.broadcast_to(xp.asarray(time, teachers.weights.dtype), teachers.width.shape)
     w, loss = jax.vmap(one)(teachers.weights, teachers.width, times)
     return TeacherFit(w, loss)
 
 
+@jax.jit
 def teacher_functions(teachers: RandomFeatures, fit: TeacherFit) -> Target:
     """The teachers' functions f_T = Σ_j (w_j/√M_TE) σ(v_jᵀx) as a batch of network targets."""
     return jax.vmap(lambda w, width, a: model_function(RandomFeatures(w, width, teachers.activation), a))(
@@ -251,9 +255,10 @@ def unit_features(features: RandomFeatures):
         return features, 1.0
     if is_traced(features):
         s_u = _traced_power_of_two(jnp.max(jnp.abs(features.weights)))
-    else:
-        s_u = _power_of_two(float(np.max(np.abs(np.asarray(features.weights, np.float64)))))
-    return RandomFeatures(features.weights / s_u, features.width, features.activation), s_u
+        return RandomFeatures(features.weights / s_u, features.width, features.activation), s_u
+    weights = np.asarray(features.weights)  # concrete: scaled on the host (no compiled program per shape)
+    s_u = _power_of_two(float(np.max(np.abs(weights.astype(np.float64)))))
+    return RandomFeatures(jax.device_put(weights / np.asarray(s_u, weights.dtype)), features.width, features.activation), s_u
 
 
 def unit_teachers(teachers: RandomFeatures):
@@ -263,15 +268,18 @@ def unit_teachers(teachers: RandomFeatures):
     if is_traced(teachers):
         t_scale = jax.vmap(_traced_power_of_two)(jnp.max(jnp.abs(teachers.weights), axis=(1, 2)))
         t_scale = t_scale.astype(teachers.weights.dtype)
-    else:
-        t_scale = np.max(np.abs(np.asarray(teachers.weights, np.float64)), axis=(1, 2))
-        t_scale = jnp.asarray([_power_of_two(float(v)) for v in t_scale], dtype=teachers.weights.dtype)
-    return RandomFeatures(teachers.weights / t_scale[:, None, None], teachers.width, teachers.activation), t_scale
+        return RandomFeatures(teachers.weights / t_scale[:, None, None], teachers.width, teachers.activation), t_scale
+    weights = np.asarray(teachers.weights)  # concrete: scaled on the host
+    t_scale = np.asarray([_power_of_two(float(v)) for v in np.max(np.abs(weights.astype(np.float64)), axis=(1, 2))],
+                         weights.dtype)
+    return RandomFeatures(jax.device_put(weights / t_scale[:, None, None]), teachers.width, teachers.activation), t_scale
 
 
-def teacher_times(time, teacher_scales, input_scale) -> jax.Array:
-    """(n,) a teacher flow time in each normalised teacher's units: t·s_T²·s_x (G_T scales by s_T² s_x)."""
-    return time * jnp.asarray(teacher_scales) ** 2 * input_scale
+def teacher_times(time, teacher_scales, input_scale):
+    """(n,) a teacher flow time in each normalised teacher's units: t·s_T²·s_x (G_T scales by s_T² s_x); numpy
+    for concrete scales, jax for traced ones."""
+    xp = np if isinstance(teacher_scales, np.ndarray) else jnp
+    return time * xp.asarray(teacher_scales, xp.float64 if xp is np else None) ** 2 * input_scale
 
 
 def input_scale(laws) -> float:
@@ -328,7 +336,8 @@ def unit_law(target: Target, inputs, points=(), also=()):
             points = tuple(None if p is None else p / root for p in points)
     magnitude = _target_magnitude(target, traced)
     s_f = _traced_power_of_two(magnitude) if traced else _power_of_two(magnitude)
-    target = scale_target(target, 1.0 / s_f)
+    if traced or s_f != 1.0:
+        target = scale_target(target, 1.0 / s_f)
     return target, inputs, points, s_x, s_f
 
 
@@ -343,15 +352,21 @@ def normalise(student: RandomFeatures, teachers: RandomFeatures, target: Target,
 
 def rescale(result: W2SResult, scales: Scales, times) -> W2SResult:
     """A result computed at unit scale, in the problem's own units."""
-    from w2sjax.curves import ErrorEstimate
-    from w2sjax.spectral import SpectralProblem
-
     concrete = all(isinstance(v, float) for v in (scales.student, scales.inputs, scales.target))
     if concrete and scales == Scales():
         return dataclasses.replace(result, times=jnp.asarray(times, result.times.dtype))
-    loss, ts = scales.loss, scales.time
+    return _rescaled(result, scales.target, scales.time, times)
+
+
+@route_free
+def _rescaled(result: W2SResult, target_scale, ts, times) -> W2SResult:
+    """Losses × s_f², coefficients × s_f, eigenvalues × ts, times t* / ts (``Scales``)."""
+    from w2sjax.curves import ErrorEstimate
+    from w2sjax.spectral import SpectralProblem
+
+    loss = target_scale**2
     p = result.problem
-    problem = SpectralProblem(p.eigenvalues * ts, p.label_coef * scales.target, p.target_coef * scales.target,
+    problem = SpectralProblem(p.eigenvalues * ts, p.label_coef * target_scale, p.target_coef * target_scale,
                               p.residual * loss, p.readout)
     e = result.error
     return dataclasses.replace(
@@ -388,13 +403,14 @@ def check_problem(models, teachers: RandomFeatures, target: Target, inputs, time
     grid = check_increasing_times(times)
     for features, name in models:
         check_features(features, inputs, name)
-    check_features(RandomFeatures(teachers.weights[0], teachers.width[0], teachers.activation), inputs,
-                   "teacher features")
+    first = RandomFeatures(np.asarray(teachers.weights)[0], np.asarray(teachers.width)[0], teachers.activation)
+    check_features(first, inputs, "teacher features")
     check_finite(np.asarray(teachers.weights), "teacher weights")
     check_target_inputs(target, inputs)
     return grid
 
 
+@route_free
 def against_teachers(result: W2SResult, teacher_loss, ceiling, ceiling_error) -> W2SResult:
     """A student's result (batched over n teachers) with L_TE, L_ceil and the figures relative to the teacher:
     ratio = L_ST*/L_TE, PGR = (L_TE − L_ST*)/(L_TE − L_ceil)."""
@@ -404,6 +420,18 @@ def against_teachers(result: W2SResult, teacher_loss, ceiling, ceiling_error) ->
         result, teacher_loss=teacher_loss, ceiling_loss=jnp.broadcast_to(ceiling, (n,)), ratio=ratio, pgr=pgr,
         error=dataclasses.replace(result.error, ceiling_loss=jnp.broadcast_to(ceiling_error, (n,))),
     )
+
+
+@partial(route_free, static_argnames=("population",))
+def _scored(result: W2SResult, teacher_loss, population: bool) -> W2SResult:
+    """``against_teachers`` with L_ceil read off the result: population, the ceiling of label set 0 (R_S, shared
+    by every label set); samples, the best error of the true-label row n (the student trained on f*, at its own
+    best time), which is then dropped."""
+    if population:
+        return against_teachers(result, teacher_loss, result.ceiling_loss[0], result.error.ceiling_loss[0])
+    n = teacher_loss.shape[0]
+    return against_teachers(result.select(slice(0, n)), teacher_loss, result.best_student_loss[n],
+                            result.error.best_student_loss[n])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,7 +595,9 @@ def weak_to_strong(
         label_values = label_values / scales.target
     if held_values is not None:
         held_values = held_values / scales.target
-    internal_times = jnp.asarray(grid, mixed.time_dtype(dtype)) * scales.time  # float32 problems: float64 times
+    time_dtype = mixed.time_dtype(dtype)  # float32 problems: float64 times
+    internal_times = (jnp.asarray(grid, time_dtype) * scales.time if traced
+                      else jax.device_put(np.asarray(grid, time_dtype) * scales.time))  # concrete: on the host
     law = Law(inputs)
     teacher_law = law if teacher_inputs is None else Law(teacher_inputs)
     evaluations = tuple(Law(t) for t in test_laws)
@@ -598,15 +628,9 @@ def weak_to_strong(
         check_objective(objective)
     result, decomposition, _ = solve_objective(objective, internal_times, method=method, rcond=rcond,
                                                with_basis=len(evaluations) > 1, **route_options)
-    n = batch.weights.shape[0]
 
     def finish(result, fit):
-        if objective.population:
-            ceiling, ceiling_error = result.ceiling_loss[0], result.error.ceiling_loss[0]
-        else:  # the true-label row: the student trained on f*, at its own best time
-            ceiling, ceiling_error = result.best_student_loss[n], result.error.best_student_loss[n]
-            result = result.select(slice(0, n))
-        result = against_teachers(result, fit.loss, ceiling, ceiling_error)
+        result = _scored(result, fit.loss, population=objective.population)
         internal_best = result.best_time
         result = rescale(result, scales, grid)
         if not traced:

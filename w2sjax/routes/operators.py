@@ -74,6 +74,8 @@ def pad_rows(array: jax.Array, size: int) -> jax.Array:
     extra = size - array.shape[0]
     if extra < 0:
         raise ValueError(f"cannot pad {array.shape[0]} rows down to {size}")
+    if extra == 0:
+        return array
     return jnp.pad(array, ((0, extra),) + ((0, 0),) * (array.ndim - 1))
 
 

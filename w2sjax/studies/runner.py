@@ -233,10 +233,15 @@ def unit_objective(config: StudyConfig, unit: RunUnit) -> Objective:
 
 
 def _placeholder_labels(config: StudyConfig, unit: RunUnit, widths: list) -> object:
-    """Zero network functions of the given widths (one label set each): the shapes of a unit's labels."""
-    batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
-                                     config.activation) for m in widths])
-    return teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+    """Network functions of the given widths (one label set each), as shapes only (nothing is compiled or
+    computed): the shapes of a unit's labels."""
+
+    def placeholder():
+        batch = as_batch([RandomFeatures(jnp.zeros((m, unit.input_dim), config.dtype), jnp.asarray(m, config.dtype),
+                                         config.activation) for m in widths])
+        return teacher_functions(batch, TeacherFit(jnp.zeros(batch.weights.shape[:2], config.dtype), None))
+
+    return jax.eval_shape(placeholder)
 
 
 def stage_objectives(config: StudyConfig, unit: RunUnit) -> list[Objective]:
