@@ -40,9 +40,16 @@ DEFLATION = 1e3
 """A new basis column whose norm after orthogonalisation is ≤ DEFLATION · ε of its norm before is numerically
 in the span already: it is set to zero (deflated), and its Krylov chain ends."""
 PRODUCT_COLUMNS = 4
-"""G V is taken with V's p columns zero-padded to a multiple of this: XLA's CPU matrix product of a tall G with
-a few columns is 2–3× faster on a multiple of four (p = 6: 19 ms, p = 8: 8.8 ms at M = 4096), with the same
-numbers in the first p columns."""
+"""Products with a block of p vectors (G V, V H) are taken with the block's columns zero-padded to a multiple of
+this: XLA's CPU matrix product of a tall matrix with a few columns is 2–3× faster on a multiple of four (G V at
+M = 4096: p = 6 19 ms, p = 8 8.8 ms), with the same numbers in the first p columns."""
+
+
+def _padded_columns(product, block: jax.Array) -> jax.Array:
+    """product(block) for a block (n, p), taken on the block with its columns zero-padded to a multiple of
+    PRODUCT_COLUMNS (``product`` maps columns to columns)."""
+    p = block.shape[1]
+    return product(jnp.pad(block, ((0, 0), (0, -p % PRODUCT_COLUMNS))))[:, :p]
 
 
 @pytree
@@ -93,8 +100,9 @@ def _orthonormalize_into(basis, block, offset, norms_before, projected=None):
     (block classical Gram–Schmidt, twice); numerically dependent columns become zero."""
     threshold = DEFLATION * jnp.finfo(basis.dtype).eps
     projected = basis.T @ block if projected is None else projected
-    first = _orthonormalize_block(block - basis @ projected, norms_before, threshold)
-    second = _orthonormalize_block(first - basis @ (basis.T @ first), jnp.ones_like(norms_before), threshold)
+    combine = lambda coef: _padded_columns(lambda c: basis @ c, coef)  # V C
+    first = _orthonormalize_block(block - combine(projected), norms_before, threshold)
+    second = _orthonormalize_block(first - combine(basis.T @ first), jnp.ones_like(norms_before), threshold)
     return jax.lax.dynamic_update_slice_in_dim(basis, second.astype(basis.dtype), offset, axis=1)
 
 
@@ -102,8 +110,7 @@ def _step(state: KrylovState, i) -> KrylovState:
     """Step i: W = G V_i, block column i of VᵀGV, and V_{i+1} from W orthonormalised against all of V."""
     p, op = state.block, state.operator
     v = jax.lax.dynamic_slice_in_dim(state.basis, i * p, p, axis=1)
-    v = jnp.pad(v, ((0, 0), (0, -p % PRODUCT_COLUMNS)))  # zero columns: exact, and a faster product
-    w = op.place(op(v.astype(op.dtype))[:, :p].astype(v.dtype))
+    w = op.place(_padded_columns(op, v.astype(op.dtype)).astype(v.dtype))
     h = state.basis.T @ w
     projection = jax.lax.dynamic_update_slice(state.projection, h, (jnp.zeros_like(i), i * p))
     # deflation is judged against ‖G‖ (≥ max |VᵀGV|), not ‖w‖: once the space is invariant, what is left of w
