@@ -108,8 +108,10 @@ def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=Non
         loss = loss_from_response(problem, rho)[0]
         return weights_at(decomposition, time)[0], loss
 
-    xp = jnp if isinstance(time, jax.core.Tracer) else np  # concrete times: no compiled program
-    times = xp.broadcast_to(xp.asarray(time, teachers.weights.dtype), teachers.width.shape)
+    if isinstance(time, jax.core.Tracer):
+        times = jnp.broadcast_to(time, teachers.width.shape)
+    else:  # concrete times: a host array, no compiled program
+        times = jax.device_put(np.full(teachers.width.shape, time, teachers.weights.dtype))
     w, loss = jax.vmap(one)(teachers.weights, teachers.width, times)
     return TeacherFit(w, loss)
 
