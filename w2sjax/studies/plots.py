@@ -40,7 +40,7 @@ RATIO_TOP = 3.0  # top of the L_ST/L_TE window: a few times the teacher's error
 
 class _Canvas(FigureCanvasAgg):
     """An Agg canvas whose renderers share one mathtext parser: a label ($M_{TE} = 16$, a tick's 10³) is parsed
-    once per process (about 20 ms each), not once per figure and per layout pass."""
+    once per process (several ms each), not once per figure and per layout pass."""
 
     parser = None  # the first renderer's, then every renderer's
 
@@ -178,7 +178,7 @@ def label_log_axis(axis, low: float | None = None, high: float | None = None, le
 
 MINOR_TICK_DECADES = 4
 """Log axes spanning more decades than this get no minor ticks: there they are dense, and each is a matplotlib
-Tick made and laid out anew for every figure (about 2 ms; a time axis over 0.1…1e7 had 60 of them)."""
+Tick made and laid out anew for every figure (about 3 ms; a time axis over 0.1…1e7 had 60 of them)."""
 
 
 def minor_log_locator(low: float, high: float):
