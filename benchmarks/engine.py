@@ -12,7 +12,8 @@ of the same shapes:
     M ≤ --eigh-up-to (both are O(M³));
   - their agreement (max |ΔL_ST| over the grid and teachers, max relative Δt*, |ΔL_ST(∞)|, |ΔL_ceil|).
 The time of the Krylov route is fitted as a power of M_ST over the sizes. ``--presets`` times whole commands
-(`w2sjax figure NAME [--quick]`) in fresh processes, first with an empty compilation cache, then warm.
+(`w2sjax figure NAME [--quick]`) in fresh processes, first with an empty compilation cache, then warm with and
+without the figures (the best of --repeats runs).
 Results: a markdown table on stdout and, with --json, every number with the device, date and versions.
 """
 
@@ -103,21 +104,30 @@ def route_rows(sizes, eigh_up_to: int, repeats: int) -> list:
     return rows
 
 
-def preset_rows(presets) -> list:
-    """Whole `w2sjax figure` commands in fresh processes: cold (empty compilation cache) and warm."""
+def preset_rows(presets, repeats: int = 1) -> list:
+    """Whole `w2sjax figure` commands in fresh processes: cold (an empty compilation cache), then warm (the same
+    cache) with the figures and without them (--no-plots), each warm command the best of ``repeats`` runs. Every
+    run recomputes every unit (--fresh)."""
     rows = []
     for spec in presets:
         name, quick = (spec[: -len("-quick")], True) if spec.endswith("-quick") else (spec, False)
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
             env = dict(os.environ, W2SJAX_CACHE=cache)
-            row = {"preset": spec}
-            for run in ("cold", "warm"):
-                args = [sys.executable, "-m", "w2sjax", "figure", name, "--out", f"{out}/{run}", "--no-progress"]
+            command = [sys.executable, "-m", "w2sjax", "figure", name, "--no-progress", "--fresh"]
+            command += ["--quick"] if quick else []
+
+            def seconds(folder, *extra):
                 clock = time.perf_counter()
-                proc = subprocess.run(args + (["--quick"] if quick else []), env=env, capture_output=True, text=True)
-                row[f"{run}_s"] = time.perf_counter() - clock
+                proc = subprocess.run(command + ["--out", f"{out}/{folder}", *extra], env=env, capture_output=True,
+                                      text=True)
                 if proc.returncode != 0:
                     raise SystemExit(proc.stderr[-2000:])
+                return time.perf_counter() - clock
+
+            row = {"preset": spec, "cold_s": seconds("cold")}
+            row["warm_runs_s"] = [seconds("warm") for _ in range(repeats)]
+            row["warm_no_plots_runs_s"] = [seconds("warm-no-plots", "--no-plots") for _ in range(repeats)]
+            row["warm_s"], row["warm_no_plots_s"] = min(row["warm_runs_s"]), min(row["warm_no_plots_runs_s"])
             records = json.loads(open(f"{out}/warm/results.json").read())
             row["fits"] = [{"group": f["group"], "exponent": f["exponent"], "stderr": f["exponent_stderr"]}
                            for f in records["fits"]]
@@ -139,12 +149,13 @@ def markdown(rows, presets, exponent) -> str:
     if exponent is not None:
         lines.append(f"\nKrylov time ∝ M_ST^{exponent:.2f} over M_ST = {rows[0]['M_ST']} … {rows[-1]['M_ST']}.")
     if presets:
-        lines += ["", "| command | cold s (empty cache) | warm s | fitted exponents |", "|---|---|---|---|"]
+        lines += ["", "| command | cold s (empty cache) | warm s | warm s, --no-plots | fitted exponents |",
+                  "|---|---|---|---|---|"]
         for p in presets:
             fits = "; ".join(f"{f['group']}: {f['exponent']:.3f} ± {f['stderr']:.3f}" for f in p["fits"])
             quick = " --quick" if p["preset"].endswith("-quick") else ""
             lines.append(f"| `w2sjax figure {p['preset'].removesuffix('-quick')}{quick}` | {p['cold_s']:.1f} | "
-                         f"{p['warm_s']:.1f} | {fits} |")
+                         f"{p['warm_s']:.1f} | {p['warm_no_plots_s']:.1f} | {fits} |")
     return "\n".join(lines)
 
 
@@ -163,7 +174,7 @@ def main(argv=None) -> None:
     exponent = None
     if len(rows) > 1:
         exponent = float(np.polyfit(np.log([r["M_ST"] for r in rows]), np.log([r["krylov_s"] for r in rows]), 1)[0])
-    presets = preset_rows(args.presets)
+    presets = preset_rows(args.presets, args.repeats)
     print(markdown(rows, presets, exponent))
     if args.json:
         with open(args.json, "w") as f:

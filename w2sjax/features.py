@@ -71,26 +71,27 @@ def random_features(weights, activation: str = "relu", dtype=None) -> RandomFeat
     return RandomFeatures(jnp.asarray(w, dtype), jnp.asarray(w.shape[0], dtype), activation)
 
 
-DRAW_ROWS = 256
-"""Weights are drawn in max(DRAW_ROWS, 2^k) rows and cut to the width (``draw_rows``): with JAX's partitionable
-threefry (the default) the first rows of a draw are a draw of that width (the same normals), so one compiled
-sampler serves every width up to the same power of two (fig2: teachers 16…256 share one), and any width is the
-prefix of a wider draw of the same key."""
+DRAW_ELEMENTS = 1 << 17
+"""Weights are drawn in a power-of-two number of rows, at least DRAW_ELEMENTS numbers in all, and cut to the width
+(``draw_rows``): with JAX's partitionable threefry (the default) the first rows of a draw are a draw of that
+width (the same normals), so one compiled sampler serves many widths (fig2 at d = 32: the teachers 16…256 and the
+student 4096 share one), and any width is the prefix of a wider draw of the same key."""
 
 
-def draw_rows(width: int) -> int:
-    """Rows actually drawn for ``width`` rows: the next power of two, at least DRAW_ROWS (the width itself where
-    threefry is not partitionable: its draws are not nested)."""
+def draw_rows(width: int, dim: int) -> int:
+    """Rows actually drawn for ``width`` rows of dimension ``dim``: the next power of two, at least the largest
+    power of two of rows within DRAW_ELEMENTS numbers (the width itself where threefry is not partitionable: its
+    draws are not nested)."""
     if not jax.config.jax_threefry_partitionable:
         return width
-    return max(DRAW_ROWS, 1 << (width - 1).bit_length())
+    return 1 << max((width - 1).bit_length(), max(DRAW_ELEMENTS // dim, 1).bit_length() - 1)
 
 
 def sample_weights(key: jax.Array, width: int, dim: int, activation: str, dtype=None) -> jax.Array:
     """Weights by the default law: ReLU rows uniform on the unit sphere; linear entries N(0, 1/d)."""
     check_choice(activation, ACTIVATIONS, "activation")
     width, dim = check_positive_int(width, "width"), check_positive_int(dim, "dim")
-    drawn = _sample_weights(key, draw_rows(width), dim, activation, jnp.dtype(dtype or default_float()))
+    drawn = _sample_weights(key, draw_rows(width, dim), dim, activation, jnp.dtype(dtype or default_float()))
     return _first_rows(drawn, width)
 
 
@@ -110,11 +111,11 @@ def _sample_weights(key, rows, dim, activation, dtype):
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
 def _seeded_weights(seed, folds, rows, dim, activation):
-    """``_sample_weights`` (float64) from fold_in(…fold_in(key(seed), folds[0])…, folds[-1]), the key derived in
-    the same compiled program."""
-    key = jax.random.key(seed)
-    for fold in folds:
-        key = jax.random.fold_in(key, fold)
+    """``_sample_weights`` (float64) from the key fold_in(key(seed), folds[0]), folded in again with folds[1]
+    where that is ≥ 0: the key derived in the same compiled program, one program for a student's key (one fold)
+    and a teacher's (two)."""
+    key = jax.random.fold_in(jax.random.key(seed), folds[0])
+    key = jax.lax.cond(folds[1] >= 0, lambda k: jax.random.fold_in(k, folds[1]), lambda k: k, key)
     return _sample_weights(key, rows, dim, activation, jnp.dtype(jnp.float64))
 
 
@@ -165,7 +166,7 @@ def student_weights(seed: int, width: int, dim: int, activation: str) -> jax.Arr
     """The (width, d) weights of student seed ``seed``, from ``fold_in(key(seed), 0)``: a narrower student is a
     prefix of a wider one (students are nested). Drawn in float64 whatever the precision, so float32 and
     float64 runs share weights."""
-    return _nested_weights(check_seed(seed), (STUDENT_STREAM,), width, dim, activation)
+    return _nested_weights(check_seed(seed), (STUDENT_STREAM, -1), width, dim, activation)
 
 
 def teacher_weights(seed: int, width: int, dim: int, activation: str) -> jax.Array:
@@ -175,10 +176,11 @@ def teacher_weights(seed: int, width: int, dim: int, activation: str) -> jax.Arr
 
 
 def _nested_weights(seed: int, folds: tuple, width: int, dim: int, activation: str) -> jax.Array:
-    """``sample_weights`` (float64) from the key fold_in(…fold_in(key(seed), folds[0])…, folds[-1])."""
+    """``sample_weights`` (float64) from the key of ``_seeded_weights`` (folds: (stream, −1) or (stream, width))."""
     check_choice(activation, ACTIVATIONS, "activation")
     width, dim = check_positive_int(width, "width"), check_positive_int(dim, "dim")
-    return _first_rows(_seeded_weights(seed, folds, draw_rows(width), dim, activation), width)
+    drawn = _seeded_weights(seed, np.asarray(folds, np.int64), draw_rows(width, dim), dim, activation)
+    return _first_rows(drawn, width)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -351,6 +351,7 @@ def check_target_inputs(target: Target, inputs) -> None:
         for w, law, f in group_pairs(target, inputs):
             check_target_inputs(f, law)
         return
+    target = target if is_traced(target) else jax.device_get(target)  # concrete: checked on the host
     d = target_dim(target)
     if d != input_dim(inputs):
         raise ValueError(f"target dimension {d} does not match the input dimension {input_dim(inputs)}")

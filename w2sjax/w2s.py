@@ -260,7 +260,8 @@ def unit_features(features: RandomFeatures):
         return RandomFeatures(features.weights / s_u, features.width, features.activation), s_u
     weights = np.asarray(features.weights)  # concrete: scaled on the host (no compiled program per shape)
     s_u = _power_of_two(float(np.max(np.abs(weights.astype(np.float64)))))
-    return RandomFeatures(jax.device_put(weights / np.asarray(s_u, weights.dtype)), features.width, features.activation), s_u
+    scaled = jax.device_put(weights / np.asarray(s_u, weights.dtype))
+    return RandomFeatures(scaled, features.width, features.activation), s_u
 
 
 def unit_teachers(teachers: RandomFeatures):

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from w2sjax._io import atomic_write_bytes
 
@@ -43,7 +43,7 @@ RATIO_TOP = 3.0  # top of the L_ST/L_TE window: a few times the teacher's error
 
 class _Canvas(FigureCanvasAgg):
     """An Agg canvas whose renderers share one mathtext parser: a label ($M_{TE} = 16$, a tick's 10³) is parsed
-    once per process (about 20 ms each), not once per figure and per layout pass."""
+    once per process (several ms each), not once per figure and per layout pass."""
 
     parser = None  # the first renderer's, then every renderer's
 
@@ -180,8 +180,20 @@ def label_log_axis(axis, low: float | None = None, high: float | None = None, le
         return
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.4g}"))
-    axis.set_minor_locator(LogLocator(base=10, subs=np.arange(1, 10)))
+    axis.set_minor_locator(minor_log_locator(low, high))
     axis.set_minor_formatter(NullFormatter())
+
+
+MINOR_TICK_DECADES = 4
+"""Log axes spanning more decades than this get no minor ticks: there they are dense, and each is a matplotlib
+Tick made and laid out anew for every figure (about 3 ms; a time axis over 0.1…1e7 had 60 of them)."""
+
+
+def minor_log_locator(low: float, high: float):
+    """Minor ticks at 2…9 × 10^k for a log axis from ``low`` to ``high``, none past MINOR_TICK_DECADES decades."""
+    if 0 < low < high and math.log10(high / low) <= MINOR_TICK_DECADES:
+        return LogLocator(base=10, subs=np.arange(1, 10))
+    return NullLocator()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,6 +287,7 @@ def plot_loss_ratio(result) -> Figure:
         axes[row, 0].set_xlim(lo_t, hi_t)
         label_log_axis(axes[row, 0].yaxis, low, top, least=4)
     axes[0, 0].xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    axes[0, 0].xaxis.set_minor_locator(minor_log_locator(*axes[0, 0].get_xlim()))
     legend = list(handles.values()) + [
         Line2D([], [], ls="none", marker="o", ms=5.5, mfc="white", mec="black", label=r"$t^*$ (mean $L_{ST}^*$)")]
     labels = list(handles) + [r"$t^*$: best time"]
@@ -511,6 +524,7 @@ def plot_samples(result) -> Figure:
     low = 0.7 * float(values.min())
     axes[0].set_ylim(low, top)
     axes[0].set_xlim(*_time_window(times, curves, top))
+    axes[0].xaxis.set_minor_locator(minor_log_locator(*axes[0].get_xlim()))
     label_log_axis(axes[0].yaxis, low, top, least=4)
     handles.append(Line2D([], [], ls="none", marker="o", ms=5.5, mfc="white", mec="black"))
     labels.append(r"$t^*$: best time")
