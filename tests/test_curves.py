@@ -1,6 +1,8 @@
 """The dense routes and the curve engine against independent computations (RK4, numpy, brute force) and
 invariants; the best time beyond the grid; bad input to the building blocks."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +44,15 @@ def direct_loss(G, c, s_star, weights):
 
 def rk4_flow_losses(G, b, c, s_star, t_end, steps, record_every):
     """Integrate dw/dt = −(Gw − b) from 0 by classical RK4 in JAX; losses at every `record_every` step."""
-    G, b = jnp.asarray(G), jnp.asarray(b)
     h = t_end / steps
+    ws = _rk4_path(jnp.asarray(G), jnp.asarray(b), jnp.asarray(h), steps // record_every, record_every)
+    times = h * record_every * np.arange(1, steps // record_every + 1)
+    return times, direct_loss(G, c, s_star, np.asarray(ws))
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _rk4_path(G, b, h, records, record_every):
+    """RK4 states after every ``record_every`` steps of size h, ``records`` of them: (records, M)."""
     f = lambda v: -(G @ v - b)
 
     def step(v, _):
@@ -57,9 +66,7 @@ def rk4_flow_losses(G, b, c, s_star, t_end, steps, record_every):
         v, _ = jax.lax.scan(step, v, None, length=record_every)
         return v, v
 
-    _, ws = jax.jit(lambda: jax.lax.scan(block, jnp.zeros_like(b), None, length=steps // record_every))()
-    times = h * record_every * np.arange(1, steps // record_every + 1)
-    return times, direct_loss(G, c, s_star, np.asarray(ws))
+    return jax.lax.scan(block, jnp.zeros_like(b), None, length=records)[1]
 
 
 def true_label_decomposition(student, target, inputs):

@@ -150,7 +150,8 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_krylov_on_four_cpu_devices_equals_one_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"  # and conftest's
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(tmp_path / "out.npz")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
