@@ -3,6 +3,8 @@ what to change (no traceback, nothing computed first); the public API raises Val
 problems (t* = ∞, PGR undefined, d = 1, extreme scales) exit 0 with correct, written figures."""
 
 import json
+import subprocess
+import sys
 import math
 import time
 from pathlib import Path
@@ -469,3 +471,22 @@ def test_scales_beyond_float64_are_refused(problem):
     student, teacher, target, inputs, times = problem
     tiny = w.random_features(np.asarray(student.weights) * 1e-160)
     one_line_error(lambda: w.weak_to_strong(tiny, teacher, target, inputs, times), "t*", "rescale")
+
+
+def test_the_command_flushes_its_output_exits_with_its_status_and_stops_quietly_on_a_closed_pipe(files, tmp_path):
+    """`python -m w2sjax` (the installed command's entry point, which exits without interpreter teardown):
+    everything printed reaches a pipe, the status is main's, bad input is one line with exit 2, and a reader
+    that goes away early (`| head -1`) ends the command quietly with 141, its files written."""
+    command = [sys.executable, "-m", "w2sjax", "solve", "--features", str(files["good"]), "--times", *TIMES]
+    ok = subprocess.run(command + ["--out", str(tmp_path / "ok")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "L_TE" in ok.stdout and ok.stdout.endswith("\n") and (tmp_path / "ok" / "results.json").is_file()
+    bad = subprocess.run(command[:-4] + ["--times", "1", "0", "5", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    reader = subprocess.Popen(command + ["--out", str(tmp_path / "pipe")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.close()  # the reader is gone before the command prints
+    _, err = reader.communicate(timeout=120)
+    assert reader.returncode == 141 and err.decode().strip() == "", err.decode()
+    assert (tmp_path / "pipe" / "results.json").is_file()

@@ -1,3 +1,3 @@
-from w2sjax.cli import main
+from w2sjax.cli import console
 
-raise SystemExit(main())
+console()
