@@ -94,7 +94,6 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of the output went away (``| head``): stop quietly, as a pipe does
-        sys.stdout = open(os.devnull, "w")
         return 141
     except OSError as err:
         print(f"{name}: error: {err.strerror or err} ({err.filename or 'file'}); check the path and its permissions",
@@ -113,10 +112,6 @@ def main(argv=None) -> int:
         warnings.showwarning = shown
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def console() -> None:
     """The ``w2sjax`` command: ``main``, then exit at once with its status. When ``main`` returns every file is
     written (atomically) and closed; the interpreter's teardown would only free XLA's compiled programs and
@@ -129,3 +124,6 @@ def console() -> None:
             pass
     os._exit(code)
 
+
+if __name__ == "__main__":
+    console()

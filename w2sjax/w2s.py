@@ -108,7 +108,7 @@ def fit_teachers(teachers: RandomFeatures, target: Target, train, evaluation=Non
         loss = loss_from_response(problem, rho)[0]
         return weights_at(decomposition, time)[0], loss
 
-    if isinstance(time, jax.core.Tracer):
+    if is_traced(time):
         times = jnp.broadcast_to(time, teachers.width.shape)
     else:  # concrete times: a host array, no compiled program
         times = jax.device_put(np.full(teachers.width.shape, time, teachers.weights.dtype))

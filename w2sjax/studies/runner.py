@@ -296,6 +296,7 @@ class StudyPlan:
 
 
 def _route_key(plan) -> str:
+    """"method/operator" of a plan or a result's route ("krylov/stored", "eigh")."""
     return plan.method + (f"/{plan.operator}" if plan.operator else "")
 
 
@@ -439,7 +440,7 @@ def _record(unit: RunUnit, teacher_width: int, r, route, samples: int = 0) -> di
         else int(unit.student_width), "teacher_width": teacher_width, "seed": unit.seed, "samples": samples,
         **{name: float(getattr(r, name)) for name in RECORD_FLOATS[:7]},
         "best_time_location": LOCATIONS[int(r.best_time_location)],
-        "route": route.method + (f"/{route.operator}" if route.operator else ""), "blocks": route.blocks,
+        "route": _route_key(route), "blocks": route.blocks,
         "error_estimate": {name: float(v) for name, v in dataclasses.asdict(r.error).items()},
     }
 
